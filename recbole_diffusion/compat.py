@@ -1,0 +1,133 @@
+"""Every workaround that recbole 1.2.1 needs on today's Python stack, in one place.
+
+recbole 1.2.1 (the last release) was written against numpy 1, pandas 1/2, scipy < 1.12 and
+torch < 2.6. ``setup.py`` pins what cannot be patched safely (numpy < 2, pandas < 3,
+setuptools < 82, hyperopt == 0.2.5); this module patches the rest, once, at import of
+``recbole_diffusion``. Nothing here edits RecBole's files, and nothing here switches
+``torch.load``'s ``weights_only`` off: checkpoints are loaded through :func:`load_checkpoint`,
+which always passes ``weights_only=True``.
+
+Workarounds, each with the upstream break it answers:
+
+- numpy 2 removed ``np.float_``, ``np.complex_``, ``np.unicode_`` and ``np.bool8``;
+  ``recbole.config.Config.compatibility_settings`` reads the first three. Aliases are added
+  only when missing (a no-op under the pinned numpy 1.26).
+- scipy >= 1.12 removed ``dok_matrix._update``, which RecBole's graph models (LightGCN, NGCF,
+  used by i2VAE's pseudo-sequence generator) call to fill their adjacency matrix.
+- torch >= 2.6 loads with ``weights_only=True`` by default, which refuses RecBole's pickled
+  ``Config`` inside checkpoints. Our trainer writes plain-data checkpoints instead (see
+  ``recbole_diffusion.trainer``); :func:`load_checkpoint` is the one loader.
+- Known, harmless warnings that RecBole triggers on every run on this stack (the deprecated
+  ``torch.cuda.amp.GradScaler``, pandas' chained-assignment notice, ``pkg_resources``) are
+  silenced so that real warnings stay visible.
+- Versions that are known to break silently are refused at import with an actionable message
+  (pandas 3 stops filling missing values; hyperopt >= 0.2.7 breaks the exhaustive search).
+"""
+
+import warnings
+
+import numpy as np
+
+_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+}
+
+
+class IncompatibleEnvironment(ImportError):
+    """A package version that recbole 1.2.1 is known to mis-handle silently."""
+
+
+def _major_minor_patch(version):
+    parts = []
+    for token in version.split(".")[:3]:
+        digits = "".join(ch for ch in token if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def check_versions():
+    """Refuse the package versions that make recbole 1.2.1 wrong without an error."""
+    import pandas
+
+    if _major_minor_patch(pandas.__version__) >= (3, 0, 0):
+        raise IncompatibleEnvironment(
+            f"pandas {pandas.__version__} is installed, but recbole 1.2.1 relies on in-place "
+            "fillna, which pandas 3 silently ignores (missing feature values would stay NaN). "
+            "Install the pinned stack with `pip install -e .` (pandas<3)."
+        )
+
+
+def check_hyperopt():
+    """hyperopt >= 0.2.7 changed the internals that RecBole's exhaustive search uses."""
+    import hyperopt
+
+    version = getattr(hyperopt, "__version__", "0")
+    if _major_minor_patch(version) >= (0, 2, 7):
+        raise IncompatibleEnvironment(
+            f"hyperopt {version} is installed, but RecBole's HyperTuning exhaustive search only "
+            "works with hyperopt 0.2.5. Install it with `pip install hyperopt==0.2.5 "
+            "'setuptools<82'`."
+        )
+
+
+def _patch_numpy():
+    for name, target in _NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, target)
+
+
+def _patch_scipy():
+    import scipy.sparse as sp
+
+    if hasattr(sp.dok_matrix, "_update"):
+        return
+
+    def _update(self, data):
+        # RecBole fills a whole adjacency matrix in one call; item assignment per key is slow
+        # but correct, and only the graph models' one-off set-up uses it.
+        for key, value in data.items():
+            self[key] = value
+
+    sp.dok_matrix._update = _update
+
+
+def _quiet_known_warnings():
+    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*inplace method will never work.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*Series\.__getitem__ treating keys as positions.*")
+    warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*Detected pickle protocol 4 in the checkpoint.*")
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load one of this project's checkpoints without ever executing pickled code.
+
+    Our checkpoints hold only state dicts and plain data (see ``trainer.SafeCheckpointMixin``),
+    so ``weights_only=True`` always suffices. A file written by RecBole's own trainer (with a
+    pickled ``Config`` inside) is refused with a message instead of being unpickled.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint file not found: {path}") from None
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        raise ValueError(
+            f"{path} is not a recbole-diffusion checkpoint that loads with weights_only=True "
+            f"(it may have been written by RecBole's own Trainer, which pickles objects; "
+            f"such files can run code and are not loaded). Detail: {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def apply():
+    """Apply every workaround; idempotent."""
+    check_versions()
+    _patch_numpy()
+    _patch_scipy()
+    _quiet_known_warnings()

@@ -1,0 +1,110 @@
+"""RecBole ``Config`` that knows this plugin's models and YAML files.
+
+Resolution order, everywhere RecBole picks something by name:
+
+1. the model class: this plugin's models first, then RecBole's (``utils.get_model``);
+2. the internal YAML: RecBole's ``overall.yaml``, RecBole's model YAML **only for RecBole's own
+   models** (so that RecBole's general ``DiffRec.yaml`` never leaks into our sequential
+   ``DiffRec``), RecBole's dataset YAML and quick-start presets; then this plugin's
+   ``properties/overall.yaml``, ``properties/model/<Model>.yaml`` and
+   ``properties/dataset/<dataset>.yaml``;
+3. the user's config files, ``config_dict`` and command-line values, as in RecBole.
+
+Unlike RecBole's ``Config``, this one never reads ``sys.argv``: ``run_recbole_diff.py`` parses
+the command line and passes it as ``config_dict``, so a test runner's or a notebook's arguments
+cannot leak into a configuration.
+"""
+
+import os
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_diffusion.utils import (
+    ConfigError,
+    get_model,
+    is_plugin_model,
+    properties_dir,
+)
+
+TRAIN_MODES = ("prefix", "sequence")
+
+
+class Config(RecBoleConfig):
+    """RecBole configuration with this plugin's names and YAML first.
+
+    Args are RecBole's: ``model`` (name or class), ``dataset``, ``config_file_list``,
+    ``config_dict``. Every plugin model may define a ``check_config(config)`` classmethod;
+    it runs here, before any data is read, so impossible hyperparameters fail at start.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        for path in config_file_list or []:
+            if not os.path.isfile(path):
+                raise ConfigError(f"config file not found: {path}")
+        super().__init__(model, dataset, config_file_list, config_dict)
+        self._check_plugin_options()
+
+    # ------------------------------------------------------------------ RecBole hooks
+    def _load_cmd_line(self):
+        return dict()
+
+    def _load_config_files(self, file_list):
+        try:
+            return super()._load_config_files(file_list)
+        except Exception as exc:  # yaml errors carry the line; name the file too
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"could not read config file {file_list}: {exc}") from None
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None and "model" not in self.external_config_dict:
+            raise ConfigError("no model given: pass --model=NAME (e.g. --model=SASRec)")
+        if dataset is None and "dataset" not in self.external_config_dict:
+            raise ConfigError("no dataset given: pass --dataset=NAME (e.g. --dataset=ml-100k)")
+        if isinstance(model, str) or model is None:
+            name = model if model is not None else self.external_config_dict["model"]
+            model = get_model(name)  # plugin first; raises with close names if unknown
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        self._plugin_model = is_plugin_model(model_class)
+        super()._load_internal_config_dict(model, model_class, dataset)
+        plugin_dir = properties_dir()
+        overlays = [
+            os.path.join(plugin_dir, "overall.yaml"),
+            os.path.join(plugin_dir, "model", model + ".yaml") if self._plugin_model else None,
+            os.path.join(plugin_dir, "dataset", dataset + ".yaml"),
+        ]
+        for file in overlays:
+            if file and os.path.isfile(file):
+                loaded = super()._update_internal_config_dict(file) or {}
+                if file.endswith(os.path.join("dataset", dataset + ".yaml")):
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    def _update_internal_config_dict(self, file):
+        # RecBole loads ``properties/model/<name>.yaml`` of its own package by name; for a
+        # plugin model that file belongs to a different model that happens to share the name.
+        if self._plugin_model and _is_recbole_model_yaml(file):
+            return {}
+        return super()._update_internal_config_dict(file)
+
+    # ------------------------------------------------------------------ plugin checks
+    def _check_plugin_options(self):
+        mode = self.final_config_dict.get("train_mode", "prefix")
+        if mode not in TRAIN_MODES:
+            raise ConfigError(
+                f"train_mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}"
+            )
+        if mode == "sequence" and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise ConfigError("train_mode=sequence is only for sequential models")
+        check = getattr(self.model_class, "check_config", None)
+        if check is not None:
+            check(self)
+
+
+def _is_recbole_model_yaml(file):
+    import recbole
+
+    recbole_model_dir = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", "model")
+    return os.path.dirname(os.path.realpath(file)) == os.path.realpath(recbole_model_dir)

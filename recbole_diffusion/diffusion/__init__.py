@@ -1,0 +1,27 @@
+"""The diffusion math shared by the plugin's models: schedules, Gaussian diffusion, step embeddings.
+
+Step indices are 0-based everywhere (index t = diffusion step t + 1); see
+:mod:`recbole_diffusion.diffusion.gaussian`.
+"""
+
+from recbole_diffusion.diffusion.embeddings import (
+    SinusoidalStepEmbedding,
+    sinusoidal_step_embedding,
+)
+from recbole_diffusion.diffusion.gaussian import GaussianDiffusion
+from recbole_diffusion.diffusion.schedules import (
+    SCHEDULES,
+    alphas_cumprod_from_betas,
+    betas_from_alphas_cumprod,
+    make_betas,
+)
+
+__all__ = [
+    "SCHEDULES",
+    "GaussianDiffusion",
+    "SinusoidalStepEmbedding",
+    "alphas_cumprod_from_betas",
+    "betas_from_alphas_cumprod",
+    "make_betas",
+    "sinusoidal_step_embedding",
+]

@@ -1,0 +1,2 @@
+"""Models of recbole-diffusion (``sequential_recommender``) and the whole-sequence training
+adapters of RecBole's built-ins (``sequence_adapters``)."""

@@ -1,0 +1,102 @@
+"""Entry points: ``run`` (train and test one model), ``objective_function`` (what RecBole's
+``HyperTuning`` calls) and ``load_data_and_model`` (restore a trained model for inference).
+
+They mirror ``recbole.quick_start`` without importing it (it imports ray, which breaks on
+today's numpy), and go through this plugin's name resolution and safe checkpoints.
+"""
+
+import json
+import logging
+import sys
+from logging import getLogger
+
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_diffusion.compat import check_hyperopt, load_checkpoint
+from recbole_diffusion.config import Config
+from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
+
+
+def build_model(config, train_data):
+    """Instantiate the configured model on ``train_data``'s dataset, seeded as RecBole does."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = get_sequence_model(config, get_model(config["model"]))
+    return model_class(config, train_data._dataset).to(config["device"])
+
+
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False):
+    """Train ``model`` on ``dataset`` with early stopping on the valid split, then test.
+
+    Returns a dict: ``model``, ``best_valid_score``, ``valid_score_bigger``,
+    ``best_valid_result``, ``test_result``, ``saved_model_file`` (None when ``saved`` is False),
+    ``epoch_seconds``, ``eval_seconds``; with ``return_trainer`` also ``trainer``.
+    """
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    model = build_model(config, train_data)
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+        "epoch_seconds": list(getattr(trainer, "epoch_seconds", [])),
+        "eval_seconds": list(getattr(trainer, "eval_seconds", [])),
+    }
+    if return_trainer:
+        result["trainer"] = trainer
+    return result
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """One trial of ``recbole.trainer.HyperTuning``: train, validate, test, quietly.
+
+    Works for this plugin's models and RecBole's built-ins alike; the model and dataset come
+    from ``config_dict`` or the fixed config files, as in RecBole.
+    """
+    check_hyperopt()
+    result = run(config_file_list=config_file_list, config_dict=config_dict, saved=saved, verbose=False)
+    return {key: result[key] for key in ("model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
+
+
+def load_data_and_model(model_file):
+    """Restore a model trained by this plugin, with its data, for inference.
+
+    The checkpoint is read with ``weights_only=True``; the configuration is rebuilt from the
+    JSON stored in it. Returns ``(config, model, dataset, train_data, valid_data, test_data)``,
+    with the model in eval mode.
+    """
+    checkpoint = load_checkpoint(model_file)
+    stored = json.loads(checkpoint["config"])
+    model_name, dataset_name = stored.pop("model"), stored.pop("dataset")
+    config = Config(model=model_name, dataset=dataset_name, config_dict=stored)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,122 @@
+"""Trainers: RecBole's, with checkpoints that load under ``torch.load(weights_only=True)``.
+
+RecBole's ``Trainer`` pickles its ``Config`` object into every checkpoint, which torch >= 2.6
+refuses to load by default (and which could run code if someone sends you a checkpoint). Here a
+checkpoint holds only tensors and plain data: the state dicts, counters, and the configuration as
+a JSON string. Files are written to a temporary name and renamed, so a crash never leaves a
+half-written checkpoint.
+
+``safe_trainer(cls)`` gives any RecBole trainer class these checkpoints; ``Trainer`` is the
+plain one used by this plugin's models. A model that needs its own loop gets a
+``<Model>Trainer`` here.
+"""
+
+import json
+import os
+from time import perf_counter
+
+import torch
+from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import set_color
+
+from recbole_diffusion.compat import load_checkpoint
+
+CHECKPOINT_FORMAT = "recbole-diffusion/1"
+
+
+def config_to_json(config):
+    """The user-given part of a ``Config`` (what rebuilds it) as a JSON string."""
+    plain = {}
+    for key, value in config.external_config_dict.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        plain[key] = value
+    plain["model"] = config["model"]
+    plain["dataset"] = config["dataset"]
+    return json.dumps(plain, sort_keys=True)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` through a temporary file in the same folder, then an atomic rename."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class SafeCheckpointMixin:
+    """Checkpoint save / resume / best-model loading with plain-data files.
+
+    Also records wall-clock seconds of every training epoch and every evaluation
+    (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports.
+    """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = perf_counter()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.__dict__.setdefault("epoch_seconds", []).append(perf_counter() - start)
+        return loss
+
+    def _checkpoint_state(self, epoch):
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_json(self.config),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _load_model_state(self, checkpoint):
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        saved_model = json.loads(checkpoint["config"])["model"]
+        if saved_model.lower() != self.config["model"].lower():
+            self.logger.warning(f"checkpoint {resume_file} was trained as {saved_model}, not {self.config['model']}")
+        self._load_model_state(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_model_state(load_checkpoint(checkpoint_file, map_location=self.device))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        start = perf_counter()
+        result = super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
+        self.__dict__.setdefault("eval_seconds", []).append(perf_counter() - start)
+        return result
+
+
+def safe_trainer(trainer_class):
+    """``trainer_class`` with plain-data checkpoints (idempotent)."""
+    if issubclass(trainer_class, SafeCheckpointMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {"__module__": __name__})
+
+
+class Trainer(SafeCheckpointMixin, RecBoleTrainer):
+    """RecBole's trainer with safe checkpoints; the default for this plugin's models."""

@@ -1,0 +1,233 @@
+"""Name resolution (plugin first, then RecBole), dataset creation and dataloaders.
+
+Every place where RecBole chooses something by name -- the model class, its YAML, the dataset
+class, the dataloader and the trainer -- looks in this plugin first, then in RecBole. The one
+known clash is ``DiffRec``: RecBole's is Wang et al.'s general recommender, ours is Du et al.'s
+sequential one; ``--model=DiffRec`` means ours everywhere (model, YAML, dataloader, trainer).
+"""
+
+import difflib
+import importlib
+import os
+import pkgutil
+
+from recbole.utils import ModelType
+
+
+class RecBoleDiffusionError(ValueError):
+    """Base class of the errors this plugin reports as one paragraph, without a traceback."""
+
+
+class ConfigError(RecBoleDiffusionError):
+    """A configuration option is missing, of the wrong type or impossible."""
+
+
+class DataError(RecBoleDiffusionError):
+    """A dataset is missing or an atomic file is malformed."""
+
+
+_PLUGIN_MODEL_PACKAGE = "recbole_diffusion.model.sequential_recommender"
+_RECBOLE_MODEL_PACKAGES = [
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+    "exlib_recommender",
+]
+
+
+# ---------------------------------------------------------------------------- properties
+def properties_dir():
+    """The folder of this plugin's YAML: ``properties/`` of a source checkout, or the copy that
+    ``setup.py`` installs as the package ``recbole_diffusion.properties``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.join(os.path.dirname(here), "properties")
+    if os.path.isfile(os.path.join(checkout, "overall.yaml")):
+        return checkout
+    installed = os.path.join(here, "properties")
+    if os.path.isfile(os.path.join(installed, "overall.yaml")):
+        return installed
+    raise FileNotFoundError(
+        f"recbole-diffusion's properties/ folder was not found (looked in {checkout} and {installed}); "
+        "reinstall the package with `pip install -e .`"
+    )
+
+
+def hyper_dir():
+    """The folder of the ``<Model>.hyper`` search spaces (checkout or installed copy)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(os.path.dirname(here), "hyper"), os.path.join(here, "hyper")):
+        if os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError("recbole-diffusion's hyper/ folder was not found")
+
+
+# ---------------------------------------------------------------------------- models
+def plugin_model_names():
+    """Names of this plugin's models (one module per model, named after the class)."""
+    package = importlib.import_module(_PLUGIN_MODEL_PACKAGE)
+    names = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{_PLUGIN_MODEL_PACKAGE}.{info.name}")
+        names += [name for name in getattr(module, "__all__", []) if name.lower() == info.name]
+    return sorted(names)
+
+
+def recbole_model_names():
+    """Names of every model RecBole 1.2.1 ships, by the file layout ``get_model`` relies on."""
+    import recbole.model
+
+    root = os.path.dirname(recbole.model.__file__)
+    names = []
+    for sub in _RECBOLE_MODEL_PACKAGES:
+        folder = os.path.join(root, sub)
+        names += [f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")]
+    return names
+
+
+def _plugin_model_class(model_name):
+    module_path = f"{_PLUGIN_MODEL_PACKAGE}.{model_name.lower()}"
+    if importlib.util.find_spec(module_path) is None:
+        return None
+    module = importlib.import_module(module_path)
+    return getattr(module, model_name, None)
+
+
+def is_plugin_model(model_class):
+    return getattr(model_class, "__module__", "").startswith("recbole_diffusion.")
+
+
+def get_model(model_name):
+    """Return the model class for ``model_name``: this plugin's first, then RecBole's."""
+    plugin_class = _plugin_model_class(model_name)
+    if plugin_class is not None:
+        return plugin_class
+    from recbole.utils import get_model as recbole_get_model
+
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, AttributeError):
+        pass
+    known = plugin_model_names() + _recbole_class_names()
+    close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
+    close += [k for k in known if k.lower() == model_name.lower() and k not in close]
+    hint = f" Close names: {', '.join(close)}." if close else ""
+    raise ConfigError(
+        f"unknown model {model_name!r}: it is neither a recbole-diffusion model "
+        f"({', '.join(plugin_model_names())}) nor a RecBole built-in.{hint} Names are case-sensitive."
+    )
+
+
+def _recbole_class_names():
+    """RecBole's model class names (file names are lower case; classes are not)."""
+    import recbole.model
+
+    names = []
+    for sub in _RECBOLE_MODEL_PACKAGES:
+        package = importlib.import_module(f"recbole.model.{sub}")
+        for attr in dir(package):
+            if attr[0].isupper():
+                names.append(attr)
+    return sorted(set(names))
+
+
+def get_sequence_model(config, model_class):
+    """The class to build for this run: in ``train_mode: sequence`` a RecBole built-in is
+    swapped for its whole-sequence subclass (same parameters, same state dict)."""
+    if config["train_mode"] != "sequence" or is_plugin_model(model_class):
+        return model_class
+    from recbole_diffusion.model.sequence_adapters import sequence_adapter
+
+    return sequence_adapter(model_class)
+
+
+# ---------------------------------------------------------------------------- trainers
+def get_trainer(model_type, model_name):
+    """This plugin's ``<Model>Trainer`` if it has one, else RecBole's choice; either way a
+    trainer that writes and reads ``weights_only`` checkpoints."""
+    from recbole_diffusion import trainer as plugin_trainers
+
+    own = getattr(plugin_trainers, model_name + "Trainer", None)
+    if own is not None:
+        return own
+    if _plugin_model_class(model_name) is not None:
+        return plugin_trainers.Trainer  # never RecBole's same-named trainer for a plugin model
+    from recbole.utils import get_trainer as recbole_get_trainer
+
+    return plugin_trainers.safe_trainer(recbole_get_trainer(model_type, model_name))
+
+
+# ---------------------------------------------------------------------------- datasets
+def create_dataset(config):
+    """Build the dataset from atomic files (never from a pickle), after checking them."""
+    from recbole_diffusion.data.atomic import check_atomic_files
+
+    if config["save_dataset"] or config["save_dataloaders"] or config["dataset_save_path"] or config["dataloaders_save_path"]:
+        raise ConfigError(
+            "save_dataset / save_dataloaders / dataset_save_path / dataloaders_save_path are not "
+            "supported: RecBole stores them as pickles, which can run code when loaded; "
+            "recbole-diffusion always rebuilds from the atomic files"
+        )
+    check_atomic_files(config)
+    dataset_class = _dataset_class(config)
+    return dataset_class(config)
+
+
+def _dataset_class(config):
+    plugin_data = importlib.import_module("recbole_diffusion.data")
+    own = getattr(plugin_data, config["model"] + "Dataset", None)
+    if own is not None:
+        return own
+    recbole_datasets = importlib.import_module("recbole.data.dataset")
+    if not is_plugin_model(config.model_class) and hasattr(recbole_datasets, config["model"] + "Dataset"):
+        return getattr(recbole_datasets, config["model"] + "Dataset")
+    type2class = {
+        ModelType.GENERAL: "Dataset",
+        ModelType.SEQUENTIAL: "SequentialDataset",
+        ModelType.CONTEXT: "Dataset",
+        ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+        ModelType.TRADITIONAL: "Dataset",
+        ModelType.DECISIONTREE: "Dataset",
+    }
+    return getattr(recbole_datasets, type2class[config["MODEL_TYPE"]])
+
+
+def data_preparation(config, dataset):
+    """Split the dataset and build the train / valid / test dataloaders.
+
+    Like RecBole's ``data_preparation`` but: dataloader classes are chosen by this plugin for its
+    own models (RecBole's name table would give our sequential ``DiffRec`` the general DiffRec's
+    user loader), ``train_mode: sequence`` uses whole-sequence batches, and nothing is pickled.
+    """
+    from recbole.data.utils import create_samplers, get_dataloader as recbole_get_dataloader
+    from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
+
+    from recbole_diffusion.data.sequence import SequenceTrainDataLoader
+
+    built = dataset.build()
+    train_dataset, valid_dataset, test_dataset = built
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    plugin = is_plugin_model(config.model_class)
+
+    if config["train_mode"] == "sequence":
+        train_cls = SequenceTrainDataLoader
+    elif plugin:
+        train_cls = TrainDataLoader
+    else:
+        train_cls = recbole_get_dataloader(config, "train")
+    if train_cls is SequenceTrainDataLoader or config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
+        train_data = train_cls(config, train_dataset, train_sampler, shuffle=config["shuffle"])
+    else:
+        from recbole.sampler import KGSampler
+
+        kg_sampler = KGSampler(dataset, config["train_neg_sample_args"]["distribution"], config["train_neg_sample_args"]["alpha"])
+        train_data = train_cls(config, train_dataset, train_sampler, kg_sampler, shuffle=True)
+
+    def eval_loader(phase):
+        if not plugin:
+            return recbole_get_dataloader(config, phase)
+        return FullSortEvalDataLoader if config["eval_args"]["mode"][phase] == "full" else NegSampleEvalDataLoader
+
+    valid_data = eval_loader("valid")(config, valid_dataset, valid_sampler, shuffle=False)
+    test_data = eval_loader("test")(config, test_dataset, test_sampler, shuffle=False)
+    return train_data, valid_data, test_data
