@@ -95,11 +95,11 @@ def _patch_scipy():
 
 
 def _quiet_known_warnings():
-    warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*inplace method will never work.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*Series\.__getitem__ treating keys as positions.*")
-    warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*Detected pickle protocol 4 in the checkpoint.*")
+    warnings.filterwarnings("ignore", message=r"(?s).*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"(?s).*inplace method will never work.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"(?s).*Series\.__getitem__ treating keys as positions.*")
+    warnings.filterwarnings("ignore", message=r"(?s).*pkg_resources is deprecated.*")
+    warnings.filterwarnings("ignore", message=r"(?s).*Detected pickle protocol 4 in the checkpoint.*")
 
 
 def load_checkpoint(path, map_location="cpu"):
