@@ -3,11 +3,11 @@
 Resolution order, everywhere RecBole picks something by name:
 
 1. the model class: this plugin's models first, then RecBole's (``utils.get_model``);
-2. the internal YAML: RecBole's ``overall.yaml``, RecBole's model YAML **only for RecBole's own
-   models** (so that RecBole's general ``DiffRec.yaml`` never leaks into our sequential
-   ``DiffRec``), RecBole's dataset YAML and quick-start presets; then this plugin's
-   ``properties/overall.yaml``, ``properties/model/<Model>.yaml`` and
-   ``properties/dataset/<dataset>.yaml``;
+2. the internal YAML, later files winning: RecBole's ``overall.yaml``, RecBole's model YAML
+   **only for RecBole's own models** (so that RecBole's general ``DiffRec.yaml`` never leaks
+   into our sequential ``DiffRec``), RecBole's dataset defaults (``sample.yaml``), this plugin's
+   ``properties/overall.yaml`` and ``properties/model/<Model>.yaml``, RecBole's dataset YAML and
+   quick-start presets, then this plugin's ``properties/dataset/<dataset>.yaml``;
 3. the user's config files, ``config_dict`` and command-line values, as in RecBole.
 
 Unlike RecBole's ``Config``, this one never reads ``sys.argv``: ``run_recbole_diff.py`` parses
@@ -69,25 +69,28 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         self._plugin_model = is_plugin_model(model_class)
+        self._model_name = model
         super()._load_internal_config_dict(model, model_class, dataset)
-        plugin_dir = properties_dir()
-        overlays = [
-            os.path.join(plugin_dir, "overall.yaml"),
-            os.path.join(plugin_dir, "model", model + ".yaml") if self._plugin_model else None,
-            os.path.join(plugin_dir, "dataset", dataset + ".yaml"),
-        ]
-        for file in overlays:
-            if file and os.path.isfile(file):
-                loaded = super()._update_internal_config_dict(file) or {}
-                if file.endswith(os.path.join("dataset", dataset + ".yaml")):
-                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        # last, as RecBole's quick-start presets are: the dataset's protocol wins over defaults
+        dataset_file = os.path.join(properties_dir(), "dataset", dataset + ".yaml")
+        if os.path.isfile(dataset_file):
+            loaded = super()._update_internal_config_dict(dataset_file) or {}
+            self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
     def _update_internal_config_dict(self, file):
         # RecBole loads ``properties/model/<name>.yaml`` of its own package by name; for a
         # plugin model that file belongs to a different model that happens to share the name.
-        if self._plugin_model and _is_recbole_model_yaml(file):
+        if self._plugin_model and _is_recbole_file(file, "model"):
             return {}
-        return super()._update_internal_config_dict(file)
+        loaded = super()._update_internal_config_dict(file)
+        if _is_recbole_file(file, "dataset") and os.path.basename(file) == "sample.yaml":
+            # right after RecBole's general and dataset defaults: our defaults, then our model's
+            # YAML; RecBole's own dataset YAML (e.g. ml-100k's load_col) still overrides them
+            super()._update_internal_config_dict(os.path.join(properties_dir(), "overall.yaml"))
+            model_file = os.path.join(properties_dir(), "model", self._model_name + ".yaml")
+            if self._plugin_model and os.path.isfile(model_file):
+                super()._update_internal_config_dict(model_file)
+        return loaded
 
     # ------------------------------------------------------------------ plugin checks
     def _check_plugin_options(self):
@@ -103,8 +106,9 @@ class Config(RecBoleConfig):
             check(self)
 
 
-def _is_recbole_model_yaml(file):
+def _is_recbole_file(file, subfolder):
+    """Whether ``file`` lies directly in RecBole's ``properties/<subfolder>``."""
     import recbole
 
-    recbole_model_dir = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", "model")
-    return os.path.dirname(os.path.realpath(file)) == os.path.realpath(recbole_model_dir)
+    folder = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", subfolder)
+    return os.path.dirname(os.path.realpath(file)) == os.path.realpath(folder)

@@ -33,14 +33,14 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    # the dataset is checked and built before logging starts, so bad input ends in one paragraph
+    dataset = create_dataset(config)
     init_logger(config)
     logger = getLogger()
     if not verbose:
         logger.setLevel(logging.ERROR)
     logger.info(sys.argv)
     logger.info(config)
-
-    dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 

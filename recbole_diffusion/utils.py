@@ -104,10 +104,13 @@ def get_model(model_name):
         return plugin_class
     from recbole.utils import get_model as recbole_get_model
 
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, AttributeError):
-        pass
+    if model_name.lower() in recbole_model_names():
+        try:
+            return recbole_get_model(model_name)
+        except ImportError as exc:  # e.g. RecBole's LightGBM / XGBoost wrappers
+            raise ConfigError(f"RecBole's {model_name} needs the package {exc.name!r}: pip install {exc.name}") from None
+        except AttributeError:
+            pass  # right file, wrong capitalisation: fall through to the suggestions
     known = plugin_model_names() + _recbole_class_names()
     close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
     close += [k for k in known if k.lower() == model_name.lower() and k not in close]
@@ -124,7 +127,10 @@ def _recbole_class_names():
 
     names = []
     for sub in _RECBOLE_MODEL_PACKAGES:
-        package = importlib.import_module(f"recbole.model.{sub}")
+        try:
+            package = importlib.import_module(f"recbole.model.{sub}")
+        except ImportError:  # exlib_recommender needs lightgbm / xgboost
+            continue
         for attr in dir(package):
             if attr[0].isupper():
                 names.append(attr)
