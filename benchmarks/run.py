@@ -1,0 +1,643 @@
+"""Run several models on one dataset under one config and write a results section.
+
+    python benchmarks/run.py --dataset=amazon-beauty --data_path=../shared/data \\
+        --models SASRec SASRec@seq GRU4Rec --section=foundation \\
+        --model_args "SASRec:epochs=1" "SASRec@seq:train_mode=sequence,epochs=20"
+
+Models run one after another, each in its own process (``benchmarks/worker.py``), so peak
+memory is per model. The section ``NAME`` of ``benchmarks/results/<dataset>.md`` is written (or
+replaced, other sections untouched) after every model, together with the raw records in
+``benchmarks/results/<dataset>-<NAME>.json``. See ``benchmarks/README.md`` for the columns and
+conventions. Exit code: 0 when every model ran, 1 when one failed, 2 on bad arguments.
+"""
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "benchmarks", "worker.py")
+
+# The project's CPU benchmark protocol, laid under every config (the user's files and values win).
+CPU_PROTOCOL = {"hidden_size": 64}
+# Benchmark plumbing, also under the user's values.
+BENCHMARK_DEFAULTS = {"show_progress": False}
+
+SPEC_RE = re.compile(r"^(?P<model>[A-Za-z][A-Za-z0-9_]*)(?:@(?P<tag>[A-Za-z0-9_.+-]+))?$")
+SECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# a comma splits two settings only where the next one starts with ``key=``, so list values such
+# as ``topk=[5,10,20]`` stay whole
+SETTING_SPLIT_RE = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_.]*=)")
+
+METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "recall": "Recall", "mrr": "MRR", "precision": "Precision"}
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as ``error: ...`` with exit code 2."""
+
+
+# ============================================================================ arguments
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description="Run models one after another on one dataset and write a section of "
+        "benchmarks/results/<dataset>.md (see benchmarks/README.md).",
+    )
+    parser.add_argument("--dataset", required=True, help="dataset name, e.g. amazon-beauty")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    parser.add_argument(
+        "--models", nargs="+", required=True, metavar="MODEL[@TAG]",
+        help="models in run order; MODEL@TAG runs MODEL under the label MODEL@TAG, so one model "
+        "can appear several times with different --model_args",
+    )
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files for every model")
+    parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set epochs=N")
+    parser.add_argument(
+        "--set", dest="settings", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+        help="config values for every model",
+    )
+    parser.add_argument(
+        "--model_args", nargs="+", action="extend", default=[], metavar="TARGET:KEY=VALUE[,KEY=VALUE]",
+        help="config values for some models: TARGET is a bare model name (every entry of that "
+        "model) or a full label MODEL@TAG (that entry only, winning over the bare name)",
+    )
+    parser.add_argument("--section", default=None, help="section name in the results file (default: the labels joined by '-')")
+    parser.add_argument("--reference", default=None, metavar="LABEL", help="label whose s/epoch the ratios divide by (default: the first SASRec entry)")
+    parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where <dataset>.md and the JSON go")
+    parser.add_argument("--work_dir", default=None, help="per-model logs and checkpoints (default: benchmarks/logs/<dataset>-<section>)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a model that runs longer (reported as failed)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per model (default: torch's choice, usually one per core)")
+    parser.add_argument(
+        "--memory_limit_gb", type=float, default=None,
+        help="cap each worker's address space (RLIMIT_AS); a model that needs more fails instead of pushing the machine out of memory",
+    )
+    parser.add_argument("--keep_checkpoints", action="store_true", help="keep each model's best checkpoint in the work dir")
+    return parser
+
+
+def parse_settings(items, where):
+    """``["k=v", ...]`` -> ordered dict of strings (RecBole's Config converts the types)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not KEY_RE.match(key):
+            raise UsageError(f"{where}: expected KEY=VALUE, got {item!r}")
+        if key in settings and settings[key] != value:
+            raise UsageError(f"{where}: {key} given twice with different values")
+        settings[key] = value
+    return settings
+
+
+def parse_model_spec(spec):
+    match = SPEC_RE.match(spec)
+    if not match:
+        raise UsageError(f"--models: {spec!r} is not MODEL or MODEL@TAG (letters, digits, _ in MODEL; also . + - in TAG)")
+    return {"label": spec, "model": match.group("model"), "tag": match.group("tag")}
+
+
+def parse_model_args(items, entries):
+    """``["TARGET:k=v,k=v", ...]`` -> ``{label: settings}`` for every entry, bare model names
+    first, full labels over them."""
+    by_model, by_label = {}, {}
+    labels = {entry["label"] for entry in entries}
+    models = {entry["model"] for entry in entries}
+    for item in items:
+        target, sep, rest = item.partition(":")
+        if not sep or not rest.strip():
+            raise UsageError(f"--model_args: expected TARGET:KEY=VALUE[,KEY=VALUE...], got {item!r}")
+        settings = parse_settings([part.strip() for part in SETTING_SPLIT_RE.split(rest)], f"--model_args {target}")
+        if "@" in target:
+            if target not in labels:
+                raise UsageError(f"--model_args: {target!r} is not one of the labels in --models ({', '.join(sorted(labels))})")
+            by_label.setdefault(target, {}).update(settings)
+        else:
+            if target not in models:
+                raise UsageError(f"--model_args: {target!r} is not a model in --models ({', '.join(sorted(models))})")
+            by_model.setdefault(target, {}).update(settings)
+    return {
+        entry["label"]: {**by_model.get(entry["model"], {}), **by_label.get(entry["label"], {})}
+        for entry in entries
+    }
+
+
+def resolve(args):
+    """Validate the arguments and turn them into the run plan."""
+    entries = [parse_model_spec(spec) for spec in args.models]
+    labels = [entry["label"] for entry in entries]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise UsageError(f"--models: {', '.join(duplicates)} listed twice; give repeats a tag, e.g. SASRec@seq")
+    common = parse_settings(args.settings, "--set")
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UsageError("--epochs must be at least 1")
+        if "epochs" in common and common["epochs"] != str(args.epochs):
+            raise UsageError("--epochs and --set epochs=... disagree")
+        common["epochs"] = str(args.epochs)
+    for reserved in ("model", "dataset", "data_path"):
+        if reserved in common:
+            raise UsageError(f"--set: give {reserved} with --models / --dataset / --data_path")
+    per_model = parse_model_args(args.model_args, entries)
+    for label, settings in per_model.items():
+        for reserved in ("model", "dataset", "data_path"):
+            if reserved in settings:
+                raise UsageError(f"--model_args {label}: {reserved} cannot differ between models of one run")
+    section = args.section or "-".join(labels)
+    if not SECTION_RE.match(section):
+        raise UsageError(f"--section: {section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
+    if args.reference is not None:
+        if args.reference not in labels:
+            raise UsageError(f"--reference: {args.reference!r} is not one of the labels in --models ({', '.join(labels)})")
+        reference = args.reference
+    else:
+        reference = next((entry["label"] for entry in entries if entry["model"] == "SASRec"), None)
+    config_files = [os.path.abspath(f) for f in shlex.split(args.config_files)] if args.config_files else []
+    for path in config_files:
+        if not os.path.isfile(path):
+            raise UsageError(f"--config_files: {path} not found")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    if args.memory_limit_gb is not None and args.memory_limit_gb <= 0:
+        raise UsageError("--memory_limit_gb must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    data_path = os.path.abspath(args.data_path) if args.data_path else None
+    for entry in entries:
+        entry["overrides"] = {**common, **per_model[entry["label"]]}
+        entry["config_dict"] = {**({"data_path": data_path} if data_path else {}), **entry["overrides"]}
+    return {
+        "entries": entries,
+        "section": section,
+        "reference": reference,
+        "config_files": config_files,
+        "data_path": data_path,
+        "common": common,
+    }
+
+
+# ============================================================================ machine
+def read_proc(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def machine_info():
+    cpu = re.search(r"^model name\s*:\s*(.+)$", read_proc("/proc/cpuinfo"), re.M)
+    mem = re.search(r"^MemTotal:\s*(\d+)\s*kB", read_proc("/proc/meminfo"), re.M)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    versions = {}
+    for package in ("torch", "recbole", "numpy", "pandas"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu.group(1).strip() if cpu else (platform.processor() or "unknown"),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "ram_gib": round(int(mem.group(1)) / 1024 ** 2, 1) if mem else None,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git": git_state(),
+    }
+
+
+def git_state():
+    def git(*args):
+        out = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit is None:
+        return None
+    return {"commit": commit, "uncommitted_changes": bool(dirty)}
+
+
+def load_average():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def dataset_yaml(dataset):
+    """This plugin's YAML for ``dataset``, relative to the repository, or None."""
+    path = os.path.join(REPO, "properties", "dataset", f"{dataset}.yaml")
+    return os.path.relpath(path, REPO) if os.path.isfile(path) else None
+
+
+# ============================================================================ one model
+def slug(label):
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
+
+
+def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads=None, memory_limit_gb=None):
+    """Run one model in a worker process; return its record (never raises for a model failure)."""
+    model_dir = os.path.join(work_dir, slug(entry["label"]))
+    os.makedirs(model_dir, exist_ok=True)
+    protocol_file = os.path.join(model_dir, "benchmark-defaults.yaml")
+    with open(protocol_file, "w", encoding="utf-8") as handle:
+        handle.write("# written by benchmarks/run.py: the CPU protocol and plumbing, under the user's config\n")
+        for key, value in {**CPU_PROTOCOL, **BENCHMARK_DEFAULTS}.items():
+            handle.write(f"{key}: {json.dumps(value)}\n")
+    config_dict = {"checkpoint_dir": os.path.join(model_dir, "saved"), **entry["config_dict"]}
+    result_file = os.path.join(model_dir, "result.json")
+    if os.path.exists(result_file):
+        os.remove(result_file)
+    job = {
+        "model": entry["model"],
+        "dataset": dataset,
+        "config_file_list": [protocol_file, *plan["config_files"]],
+        "config_dict": config_dict,
+        "result_file": result_file,
+        "keep_checkpoint": keep_checkpoints,
+        "threads": threads,
+        "memory_limit_bytes": int(memory_limit_gb * 1024 ** 3) if memory_limit_gb else None,
+    }
+    job_file = os.path.join(model_dir, "job.json")
+    with open(job_file, "w", encoding="utf-8") as handle:
+        json.dump(job, handle, indent=1)
+    log_file = os.path.join(model_dir, "output.log")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    record = {
+        "label": entry["label"], "model": entry["model"], "overrides": entry["overrides"], "log_file": log_file,
+        "started": now_utc(), "load_start": load_average(),
+    }
+    start = time.perf_counter()
+    with open(log_file, "w", encoding="utf-8") as log:
+        # a process group of its own, so a timeout ends the worker and anything it started
+        process = subprocess.Popen(
+            [sys.executable, WORKER, job_file], cwd=model_dir, env=env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            returncode = None
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    record["process_seconds"] = time.perf_counter() - start
+    record["load_end"] = load_average()
+    if os.path.exists(result_file):
+        with open(result_file, encoding="utf-8") as handle:
+            record.update(json.load(handle))
+    if returncode is None:
+        record["status"] = "failed"
+        record["error"] = f"timed out after {timeout:g} s (--timeout)"
+    elif record.get("status") != "ok" or returncode != 0:
+        record["status"] = "failed"
+        if not record.get("error"):
+            # the worker died before writing its result (killed, out of memory, crashed)
+            if returncode < 0:
+                name = signal.Signals(-returncode).name
+                why = " (the kernel's out-of-memory killer sends this)" if name == "SIGKILL" else ""
+                cause = f"worker killed by {name}{why}"
+            else:
+                cause = f"worker exited with code {returncode}"
+            record["error"] = f"{cause}; last output line: {last_log_line(log_file)}"
+    return record
+
+
+def last_log_line(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+# ============================================================================ summary
+def summarise(record):
+    """Derived numbers of one successful record (means, in seconds)."""
+    epochs = record.get("epoch_seconds") or []
+    valid = record.get("valid_eval_seconds") or []
+    return {
+        "sec_per_epoch": statistics.fmean(epochs) if epochs else None,
+        "valid_eval_sec": statistics.fmean(valid) if valid else None,
+        "test_eval_sec": record.get("test_eval_seconds"),
+    }
+
+
+def add_ratios(records, reference):
+    """Set ``ratio_to_reference`` (s/epoch over the reference's s/epoch) on each ok record."""
+    ref = next((r for r in records if r["label"] == reference and r.get("status") == "ok"), None)
+    ref_time = ref["summary"]["sec_per_epoch"] if ref else None
+    for record in records:
+        if record.get("status") == "ok" and ref_time and record["summary"]["sec_per_epoch"] is not None:
+            record["ratio_to_reference"] = record["summary"]["sec_per_epoch"] / ref_time
+        else:
+            record["ratio_to_reference"] = None
+    return ref_time
+
+
+def metric_columns(records):
+    """Test-metric keys present in the ok records, ordered HR, NDCG, others; each by k."""
+    keys = []
+    for record in records:
+        for key in record.get("test_result") or {}:
+            if key not in keys:
+                keys.append(key)
+    family_order = list(METRIC_NAMES)
+
+    def order(key):
+        name, _, k = key.partition("@")
+        family = family_order.index(name) if name in family_order else len(family_order)
+        return (family, name, int(k) if k.isdigit() else 0)
+
+    return sorted(keys, key=order)
+
+
+def metric_title(key):
+    name, sep, k = key.partition("@")
+    return METRIC_NAMES.get(name, name) + sep + k
+
+
+def fmt(value, digits):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_seconds(value):
+    if value is None:
+        return "–"
+    for limit, digits in ((1, 3), (10, 2), (1000, 1)):
+        if value < limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.0f}"
+
+
+def cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_section(state):
+    """Markdown of one section, without its marker comments."""
+    records = state["records"]
+    reference = state["reference"]
+    machine = state["machine"]
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") == "failed"]
+    pending = [label for label in state["labels"] if label not in {r["label"] for r in records}]
+    metrics = metric_columns(ok)
+    valid_metric = next((r["valid_metric"] for r in ok if r.get("valid_metric")), None)
+    ref_title = f"× {reference}" if reference else "× reference"
+
+    lines = [f"## {state['section']}", ""]
+    if pending:
+        lines.append(f"**Incomplete run: {len(records)} of {len(state['labels'])} models done; still to run: {', '.join(pending)}.**")
+        lines.append("")
+    lines += ["Command (run from `" + state["cwd_display"] + "`):", "", "    " + state["command"], ""]
+    git = machine.get("git")
+    git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    versions = machine["versions"]
+    protocol = ", ".join(f"{k}={v}" for k, v in CPU_PROTOCOL.items())
+    if state["dataset_yaml"]:
+        protocol_source = f"the protocol of `{state['dataset_yaml']}`"
+    else:
+        protocol_source = "no dataset YAML in this plugin, so RecBole's defaults and the given config"
+    lines += [
+        f"- Dataset: `{state['dataset']}` ({protocol_source}); test metrics (full ranking) are of the checkpoint "
+        f"with the best valid {valid_metric or 'score'}.",
+        f"- CPU protocol: {protocol} for every model (the project's CPU benchmark protocol); everything else from "
+        "each model's YAML, then `--config_files`, `--set`, `--model_args` (the per-model settings below are the values used).",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"{machine['ram_gib']} GiB RAM; {machine['os']}; Python {machine['python']}, torch {versions['torch']}, "
+        f"recbole {versions['recbole']}, numpy {versions['numpy']}, pandas {versions['pandas']}; {git_text}.",
+        f"- Date: {state['started']} to {state['finished'] or 'still running'}; load average (1 min) "
+        f"{state['load_start']} at start, {state['load_end'] if state['load_end'] is not None else '–'} at end "
+        "(other jobs on the machine slow every timing).",
+    ]
+    if reference is None:
+        lines.append("- Time ratios: no SASRec in this run and no `--reference`, so no ratios.")
+    elif state["reference_seconds"] is None:
+        lines.append(f"- Time ratios: the reference {reference} did not run successfully, so no ratios.")
+    else:
+        lines.append(f"- Time ratios: s/epoch divided by {reference}'s ({fmt_seconds(state['reference_seconds'])} s/epoch) in this run.")
+    lines.append("")
+
+    header = ["Model", *[metric_title(k) for k in metrics]]
+    header += [f"valid {valid_metric}" if valid_metric else "valid score", "Epochs", "Best epoch", "s/epoch", ref_title,
+               "Valid eval s", "Test eval s", "Total s", "Peak RSS MB", "Status"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|")
+    for record in records:
+        row = [f"`{cell(record['label'])}`"]
+        if record.get("status") == "ok":
+            summary = record["summary"]
+            test = record.get("test_result") or {}
+            row += [fmt(test.get(k), 4) for k in metrics]
+            row += [
+                fmt(record.get("best_valid_score"), 4),
+                str(record.get("epochs_run", "–")),
+                str(record["best_epoch"]) if record.get("best_epoch") is not None else "–",
+                fmt_seconds(summary["sec_per_epoch"]),
+                fmt(record.get("ratio_to_reference"), 2),
+                fmt_seconds(summary["valid_eval_sec"]),
+                fmt_seconds(summary["test_eval_sec"]),
+                fmt_seconds(record.get("process_seconds")),
+                fmt(record.get("peak_rss_mb"), 0),
+                "ok",
+            ]
+        else:
+            row += ["–"] * (len(header) - 4)
+            row += [fmt_seconds(record.get("process_seconds")), fmt(record.get("peak_rss_mb"), 0), "failed"]
+        lines.append("| " + " | ".join(row) + " |")
+    for label in pending:
+        lines.append("| " + " | ".join([f"`{cell(label)}`"] + ["–"] * (len(header) - 2) + ["not run yet"]) + " |")
+    lines.append("")
+
+    if failed:
+        lines.append("Failed:")
+        lines.append("")
+        for record in failed:
+            lines.append(f"- `{record['label']}`: {cell(record.get('error', 'unknown error'))}")
+        lines.append("")
+    if ok:
+        lines.append("Settings used (from each model's final config):")
+        lines.append("")
+        for record in ok:
+            settings = ", ".join(f"{k}={v}" for k, v in record.get("settings", {}).items())
+            extra = (
+                f"; torch threads {record.get('torch_threads')}, device {record.get('device')}; "
+                f"load average {record.get('load_start')} at start, {record.get('load_end')} at end"
+            )
+            lines.append(f"- `{record['label']}` ({record['model']}): {settings}{extra}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ============================================================================ results file
+FILE_HEADER = (
+    "# Benchmarks: {dataset}\n\n"
+    "Written by `benchmarks/run.py`. Each section is one run, replaced only by a rerun with the same "
+    "`--section`; its numbers hold only for the command, settings and machine stated in it. "
+    "Columns are explained in `benchmarks/README.md`.\n"
+)
+
+
+def markers(section):
+    return f"<!-- section: {section} -->", f"<!-- end section: {section} -->"
+
+
+def replace_section(text, section, body):
+    """``text`` with section ``section`` replaced by ``body`` (appended if absent).
+
+    Raises ValueError when the file's markers for this section are unbalanced, rather than
+    guess and overwrite someone else's table."""
+    begin, end = markers(section)
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    starts = [m.start() for m in re.finditer(re.escape(begin) + r"\n", text)]
+    ends = [m.end() for m in re.finditer(re.escape(end) + r"\n?", text)]
+    if not starts and not ends:
+        return text.rstrip("\n") + "\n\n" + block
+    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
+        raise ValueError(f"the markers of section {section!r} are unbalanced or repeated; fix the file by hand")
+    return text[: starts[0]] + block + text[ends[0]:]
+
+
+@contextlib.contextmanager
+def locked(folder):
+    """An exclusive lock on ``folder`` (two runs may write the same results file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def atomic_write(path, text):
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_results(state, results_dir):
+    """Write the section into ``<dataset>.md`` and the raw records into ``<dataset>-<section>.json``."""
+    os.makedirs(results_dir, exist_ok=True)
+    md_path = os.path.join(results_dir, f"{state['dataset']}.md")
+    json_path = os.path.join(results_dir, f"{state['dataset']}-{state['section']}.json")
+    body = render_section(state)
+    with locked(results_dir):
+        raw = {k: v for k, v in state.items() if k != "labels"}
+        atomic_write(json_path, json.dumps(raw, indent=1, default=str) + "\n")
+        text = read_proc(md_path) if os.path.exists(md_path) else FILE_HEADER.format(dataset=state["dataset"])
+        atomic_write(md_path, replace_section(text, state["section"], body))
+    return md_path, json_path
+
+
+# ============================================================================ main
+def display_command(argv):
+    """The command as one would type it again from the current folder."""
+    return shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv])
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        plan = resolve(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results_dir = os.path.abspath(args.results_dir)
+    work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "benchmarks", "logs", f"{args.dataset}-{plan['section']}"))
+    os.makedirs(work_dir, exist_ok=True)
+    cwd = os.getcwd()
+    state = {
+        "section": plan["section"],
+        "dataset": args.dataset,
+        "command": display_command(argv),
+        "cwd": cwd,
+        "cwd_display": "the repository root" if cwd == REPO else cwd,
+        "machine": machine_info(),
+        "cpu_protocol": CPU_PROTOCOL,
+        "dataset_yaml": dataset_yaml(args.dataset),
+        "config_files": plan["config_files"],
+        "common_settings": plan["common"],
+        "reference": plan["reference"],
+        "reference_seconds": None,
+        "started": now_utc(),
+        "finished": None,
+        "load_start": load_average(),
+        "load_end": None,
+        "labels": [entry["label"] for entry in plan["entries"]],
+        "records": [],
+    }
+    try:
+        md_path, json_path = write_results(state, results_dir)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot write the results: {exc}", file=sys.stderr)
+        return 2
+    print(f"writing section {plan['section']!r} of {md_path}; logs in {work_dir}", flush=True)
+    for index, entry in enumerate(plan["entries"], 1):
+        print(f"[{index}/{len(plan['entries'])}] {entry['label']}: running ({os.path.join(work_dir, slug(entry['label']), 'output.log')})", flush=True)
+        record = run_model(entry, plan, args.dataset, work_dir, args.timeout, args.keep_checkpoints, args.threads, args.memory_limit_gb)
+        if record["status"] == "ok":
+            record["summary"] = summarise(record)
+            summary = record["summary"]
+            print(
+                f"    ok: {record['epochs_run']} epoch(s), {fmt_seconds(summary['sec_per_epoch'])} s/epoch, "
+                f"test {', '.join(f'{metric_title(k)} {v:.4f}' for k, v in (record['test_result'] or {}).items() if k.endswith('@10'))}, "
+                f"peak RSS {record['peak_rss_mb']:.0f} MB", flush=True,
+            )
+        else:
+            print(f"    FAILED: {record['error']}", flush=True)
+        state["records"].append(record)
+        state["reference_seconds"] = add_ratios(state["records"], state["reference"])
+        state["load_end"] = load_average()
+        if index == len(plan["entries"]):
+            state["finished"] = now_utc()
+        write_results(state, results_dir)
+    failed = [r["label"] for r in state["records"] if r["status"] != "ok"]
+    print(f"wrote {md_path} and {json_path}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

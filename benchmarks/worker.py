@@ -1,0 +1,171 @@
+"""One benchmark model run, in a process of its own: ``python benchmarks/worker.py JOB.json``.
+
+``benchmarks/run.py`` starts one worker per model so that the peak resident memory
+(``getrusage(RUSAGE_SELF).ru_maxrss``) belongs to that model alone. The job file names the
+model, dataset, config files and config dict, and the file to write the result to. The worker
+trains and tests through ``recbole_diffusion.quick_start.run(saved=True)`` (early stopping on
+the valid split, test of the best checkpoint) and writes one JSON object:
+
+- ``status``: ``ok`` or ``failed`` (then ``error``, the exception's last line, and ``traceback``);
+- ``test_result`` and ``best_valid_result`` (metric -> value), ``best_valid_score``;
+- ``epochs_run``, ``best_epoch`` (1-based, the epoch whose checkpoint was tested; RecBole's own
+  formula), ``eval_step``;
+- ``epoch_seconds`` (one per training epoch), ``valid_eval_seconds`` (one per valid
+  evaluation), ``test_eval_seconds``;
+- ``run_seconds`` (wall time of ``run()``: data preparation, training, evaluations) and
+  ``run_cpu_seconds`` (CPU time of this process over the same span, all threads),
+  ``peak_rss_mb`` and ``rss_after_imports_mb`` (the interpreter, torch and RecBole alone);
+- ``settings``: the values the model actually ran with, for the keys in ``SETTINGS_KEYS``;
+- ``torch_threads`` (``job["threads"]`` when given, else torch's default) and ``device``.
+
+Exit code 0 when the run succeeded, 1 otherwise; the result file is written either way.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+
+# What the results table prints under each model, so two rows never differ in a hidden way.
+SETTINGS_KEYS = (
+    "train_mode",
+    "epochs",
+    "train_batch_size",
+    "learning_rate",
+    "hidden_size",
+    "embedding_size",
+    "inner_size",
+    "n_layers",
+    "n_heads",
+    "dropout_prob",
+    "hidden_dropout_prob",
+    "attn_dropout_prob",
+    "loss_type",
+    "MAX_ITEM_LIST_LENGTH",
+    "eval_step",
+    "stopping_step",
+    "valid_metric",
+    "seed",
+)
+
+
+def peak_rss_mb():
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def best_epoch(epochs_run, eval_step, evals_since_best):
+    """1-based epoch of the best valid evaluation, as RecBole's ``Trainer.fit`` computes it
+    (``last evaluated epoch - cur_step * eval_step``); None when no valid evaluation ran."""
+    if eval_step is None or eval_step <= 0 or epochs_run // eval_step == 0:
+        return None
+    last_evaluated = (epochs_run // eval_step) * eval_step  # 1-based
+    return last_evaluated - evals_since_best * eval_step
+
+
+def plain(value):
+    """JSON-safe copy of a metric dict / number / config value."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def run_job(job):
+    import torch
+
+    from recbole_diffusion.quick_start import run
+
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    rss_after_imports = peak_rss_mb()
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    result = run(
+        model=job["model"],
+        dataset=job["dataset"],
+        config_file_list=job["config_file_list"],
+        config_dict=job["config_dict"],
+        saved=True,
+        verbose=True,
+        return_trainer=True,
+    )
+    run_seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
+    trainer = result.pop("trainer")
+    config = trainer.config
+    epoch_seconds = list(result["epoch_seconds"])
+    eval_seconds = list(result["eval_seconds"])
+    # every evaluate() call is timed; the last one is the test evaluation, the others are valid
+    valid_eval_seconds, test_eval_seconds = eval_seconds[:-1], (eval_seconds[-1] if eval_seconds else None)
+    eval_step = trainer.eval_step if result["best_valid_result"] is not None else None
+    saved_model_file = result.get("saved_model_file")
+    if saved_model_file and not job.get("keep_checkpoint") and os.path.exists(saved_model_file):
+        os.remove(saved_model_file)
+        saved_model_file = None
+    return {
+        "status": "ok",
+        "model": result["model"],
+        "test_result": plain(result["test_result"]),
+        "best_valid_result": plain(result["best_valid_result"]),
+        "best_valid_score": plain(result["best_valid_score"]),
+        "valid_metric": config["valid_metric"],
+        "epochs_run": len(epoch_seconds),
+        "eval_step": eval_step,
+        "best_epoch": best_epoch(len(epoch_seconds), eval_step, trainer.cur_step),
+        "epoch_seconds": epoch_seconds,
+        "valid_eval_seconds": valid_eval_seconds,
+        "test_eval_seconds": test_eval_seconds,
+        "run_seconds": run_seconds,
+        "run_cpu_seconds": cpu_seconds,
+        "rss_after_imports_mb": rss_after_imports,
+        "settings": {k: plain(config.final_config_dict[k]) for k in SETTINGS_KEYS if config.final_config_dict.get(k) is not None},
+        "torch_threads": torch.get_num_threads(),
+        "device": str(config["device"]),
+        "saved_model_file": saved_model_file,
+    }
+
+
+def last_line(text):
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def main(argv):
+    if len(argv) != 1:
+        print("usage: python benchmarks/worker.py JOB.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as handle:
+        job = json.load(handle)
+    if job.get("memory_limit_bytes"):
+        limit = int(job["memory_limit_bytes"])
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        record = run_job(job)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 -- every failure is reported, then re-signalled by the exit code
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        traceback.print_exc()
+        message = last_line(exc) or type(exc).__name__
+        record = {"status": "failed", "error": f"{type(exc).__name__}: {message}", "traceback": traceback.format_exc()}
+        code = 1
+    record["peak_rss_mb"] = peak_rss_mb()
+    tmp = job["result_file"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1)
+    os.replace(tmp, job["result_file"])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
