@@ -296,21 +296,25 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
     }
     start = time.perf_counter()
     with open(log_file, "w", encoding="utf-8") as log:
-        # a process group of its own, so a timeout ends the worker and anything it started
+        # a process group of its own, so a timeout or a stop ends the worker and anything it started
         process = subprocess.Popen(
             [sys.executable, WORKER, job_file], cwd=model_dir, env=env,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        _STOP["process"] = process
+        if _STOP["signal"] is not None:  # the stop came while the worker was starting
+            kill_group(process)
         try:
             returncode = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_group(process)
             process.wait()
             returncode = None
-        except BaseException:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
+        finally:
+            _STOP["process"] = None
+    if _STOP["signal"] is not None:
+        record.update(status="failed", error=f"interrupted by {signal.Signals(_STOP['signal']).name}")
+        return record
     record["process_seconds"] = time.perf_counter() - start
     record["load_end"] = load_average()
     if os.path.exists(result_file):
@@ -331,6 +335,24 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
                 cause = f"worker exited with code {returncode}"
             record["error"] = f"{cause}; last output line: {last_log_line(log_file)}"
     return record
+
+
+# The worker being waited for, and the signal that asked this run to stop (SIGTERM, Ctrl-C).
+_STOP = {"process": None, "signal": None}
+
+
+def kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def request_stop(signum, frame):
+    """Signal handler: stop the current worker; ``main`` then reports it and exits."""
+    _STOP["signal"] = signum
+    if _STOP["process"] is not None:
+        kill_group(_STOP["process"])
 
 
 def last_log_line(path):
@@ -421,7 +443,8 @@ def render_section(state):
     if pending:
         lines.append(f"**Incomplete run: {len(records)} of {len(state['labels'])} models done; still to run: {', '.join(pending)}.**")
         lines.append("")
-    lines += ["Command (run from `" + state["cwd_display"] + "`):", "", "    " + state["command"], ""]
+    where = "the repository root" if state["cwd"] == REPO else f"`{state['cwd']}`"
+    lines += [f"Command (run from {where}):", "", "    " + state["command"], ""]
     git = machine.get("git")
     git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
     versions = machine["versions"]
@@ -433,8 +456,9 @@ def render_section(state):
     lines += [
         f"- Dataset: `{state['dataset']}` ({protocol_source}); test metrics (full ranking) are of the checkpoint "
         f"with the best valid {valid_metric or 'score'}.",
-        f"- CPU protocol: {protocol} for every model (the project's CPU benchmark protocol); everything else from "
-        "each model's YAML, then `--config_files`, `--set`, `--model_args` (the per-model settings below are the values used).",
+        f"- CPU protocol: {protocol} (the project's CPU benchmark protocol), laid over each model's and the dataset's "
+        "YAML; `--config_files`, `--set` and `--model_args` win over it. The settings under the table are the values "
+        "each model ran with.",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
         f"{machine['ram_gib']} GiB RAM; {machine['os']}; Python {machine['python']}, torch {versions['torch']}, "
         f"recbole {versions['recbole']}, numpy {versions['numpy']}, pandas {versions['pandas']}; {git_text}.",
@@ -444,6 +468,8 @@ def render_section(state):
     ]
     if reference is None:
         lines.append("- Time ratios: no SASRec in this run and no `--reference`, so no ratios.")
+    elif reference in pending:
+        lines.append(f"- Time ratios: the reference {reference} has not run yet.")
     elif state["reference_seconds"] is None:
         lines.append(f"- Time ratios: the reference {reference} did not run successfully, so no ratios.")
     else:
@@ -477,8 +503,9 @@ def render_section(state):
             row += ["–"] * (len(header) - 4)
             row += [fmt_seconds(record.get("process_seconds")), fmt(record.get("peak_rss_mb"), 0), "failed"]
         lines.append("| " + " | ".join(row) + " |")
-    for label in pending:
-        lines.append("| " + " | ".join([f"`{cell(label)}`"] + ["–"] * (len(header) - 2) + ["not run yet"]) + " |")
+    for position, label in enumerate(pending):
+        status = "running" if position == 0 and state["running"] else "not run yet"
+        lines.append("| " + " | ".join([f"`{cell(label)}`"] + ["–"] * (len(header) - 2) + [status]) + " |")
     lines.append("")
 
     if failed:
@@ -594,7 +621,6 @@ def main(argv=None):
         "dataset": args.dataset,
         "command": display_command(argv),
         "cwd": cwd,
-        "cwd_display": "the repository root" if cwd == REPO else cwd,
         "machine": machine_info(),
         "cpu_protocol": CPU_PROTOCOL,
         "dataset_yaml": dataset_yaml(args.dataset),
@@ -608,6 +634,7 @@ def main(argv=None):
         "load_end": None,
         "labels": [entry["label"] for entry in plan["entries"]],
         "records": [],
+        "running": False,
     }
     try:
         md_path, json_path = write_results(state, results_dir)
@@ -615,7 +642,16 @@ def main(argv=None):
         print(f"error: cannot write the results: {exc}", file=sys.stderr)
         return 2
     print(f"writing section {plan['section']!r} of {md_path}; logs in {work_dir}", flush=True)
+    # SIGTERM (kill, a CI timeout) or Ctrl-C ends the current worker too, and leaves the section
+    # marked incomplete, the stopped model reported as failed
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
     for index, entry in enumerate(plan["entries"], 1):
+        if _STOP["signal"] is not None:  # stopped between two models
+            print(f"stopped by {signal.Signals(_STOP['signal']).name}; the section is marked incomplete", flush=True)
+            return 128 + _STOP["signal"]
+        state["running"] = True
+        write_results(state, results_dir)
         print(f"[{index}/{len(plan['entries'])}] {entry['label']}: running ({os.path.join(work_dir, slug(entry['label']), 'output.log')})", flush=True)
         record = run_model(entry, plan, args.dataset, work_dir, args.timeout, args.keep_checkpoints, args.threads, args.memory_limit_gb)
         if record["status"] == "ok":
@@ -629,11 +665,15 @@ def main(argv=None):
         else:
             print(f"    FAILED: {record['error']}", flush=True)
         state["records"].append(record)
+        state["running"] = False
         state["reference_seconds"] = add_ratios(state["records"], state["reference"])
         state["load_end"] = load_average()
         if index == len(plan["entries"]):
             state["finished"] = now_utc()
         write_results(state, results_dir)
+        if _STOP["signal"] is not None:
+            print(f"stopped by {signal.Signals(_STOP['signal']).name}; the section is marked incomplete", flush=True)
+            return 128 + _STOP["signal"]
     failed = [r["label"] for r in state["records"] if r["status"] != "ok"]
     print(f"wrote {md_path} and {json_path}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0

@@ -153,3 +153,26 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     assert rows2["GRU4Rec"]["Status"] == "ok" and rows2["GRU4Rec"]["× reference"] == "–"
     assert "no SASRec in this run" in body2
     assert "hidden_size=32" in body2  # --set wins over the CPU protocol
+
+
+def test_sigterm_stops_the_worker_and_marks_the_section_incomplete(tiny_data, tmp_path):
+    data_path, name = tiny_data
+    results = tmp_path / "results" / f"{name}.md"
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, f"--dataset={name}", f"--data_path={data_path}", "--models", "SASRec", "GRU4Rec",
+         f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}", "--section=stopped"],
+        cwd=tmp_path, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert "writing section" in process.stdout.readline()
+    assert "[1/2] SASRec: running" in process.stdout.readline()
+    body, rows = section_table(results.read_text(), "stopped")
+    assert rows["SASRec"]["Status"] == "running" and rows["GRU4Rec"]["Status"] == "not run yet"
+    process.terminate()
+    assert process.wait(timeout=30) == 128 + 15
+    body, rows = section_table(results.read_text(), "stopped")
+    assert "Incomplete run" in body and "- `SASRec`: interrupted by SIGTERM" in body
+    assert rows["SASRec"]["Status"] == "failed" and rows["GRU4Rec"]["Status"] == "not run yet"
+    assert "has not run yet" not in body  # SASRec, the reference, did run (and was stopped)
+    # the worker was in a process group of its own; it must be gone with its parent
+    worker_jobs = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True).stdout
+    assert worker_jobs.strip() == ""
