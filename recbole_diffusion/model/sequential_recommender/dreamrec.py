@@ -1,0 +1,364 @@
+r"""DreamRec: sequential recommendation as guided generation of the next item's embedding.
+
+Reference:
+    Zhengyi Yang, Jiancan Wu, Zhicai Wang, Xiang Wang, Yancheng Yuan and Xiangnan He.
+    "Generate What You Prefer: Reshaping Sequential Recommendation via Guided Diffusion."
+    NeurIPS 2023 (arXiv 2310.20453). §4, Algorithms 1-2, Eq. 10-16.
+
+A Transformer encodes the history into a guidance vector c (Eq. 10). A conditional diffusion model
+over item embeddings is trained to recover the next item's embedding x_0 from its noised version
+x_t, given c and the step t (x_0-parameterisation, Eq. 13-14; Algorithm 1), with classifier-free
+guidance training (c is replaced by a learned null embedding Φ with probability p_u). At inference
+the guided reverse chain (Algorithm 2, Eq. 15-16) generates an "oracle" embedding, and every item
+is scored by its inner product with it (§4.2.3). The diffusion loss is the only training signal:
+no negatives, no cross-entropy.
+"""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.data.sequence import target_field
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding
+from recbole_diffusion.utils import ConfigError
+
+__all__ = ["DreamRec"]
+
+DENOISERS = ("mlp1", "mlp2")
+
+# The authors' code clips cosine betas to [1e-4, 0.9999] (the shared default is [0, 0.999]).
+_SCHEDULE_KWARGS = {"cosine": {"min_beta": 1e-4, "max_beta": 0.9999}}
+
+
+class DreamRecBlock(nn.Module):
+    """One block of the authors' history encoder (the original SASRec arrangement).
+
+    queries = LN(x); attention with Q from the normalised queries and K, V from x, causal and
+    key-padding masked, dropout on the attention weights, plus the residual on the normalised
+    queries; then LN, and a position-wise FFN (Linear -> ReLU -> Linear, dropout) whose residual
+    is followed by its own LN. The caller zeroes padding rows after the block.
+    """
+
+    def __init__(self, hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_size = hidden_size // n_heads
+        self.attn_dropout_prob = attn_dropout_prob
+        self.query_norm = nn.LayerNorm(hidden_size)
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.ffn_input_norm = nn.LayerNorm(hidden_size)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_size, inner_size),
+            nn.ReLU(),
+            nn.Linear(inner_size, hidden_size),
+            nn.Dropout(hidden_dropout_prob),
+        )
+        self.ffn_output_norm = nn.LayerNorm(hidden_size)
+
+    def _heads(self, x):
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.n_heads, self.head_size).transpose(1, 2)
+
+    def forward(self, x, allowed):
+        """``x`` [B, L, d]; ``allowed`` [B, 1, L, L] bool, True where a query may attend a key."""
+        queries = self.query_norm(x)
+        attended = F.scaled_dot_product_attention(
+            self._heads(self.query(queries)),
+            self._heads(self.key(x)),
+            self._heads(self.value(x)),
+            attn_mask=allowed,
+            dropout_p=self.attn_dropout_prob if self.training else 0.0,
+        )
+        attended = attended.transpose(1, 2).reshape(x.shape) + queries
+        ffn_input = self.ffn_input_norm(attended)
+        return self.ffn_output_norm(ffn_input + self.ffn(ffn_input))
+
+
+class DreamRec(SequentialRecommender):
+    r"""DreamRec (Yang et al., NeurIPS 2023) on RecBole's sequential pipeline.
+
+    Training (Algorithm 1): c = encoder output at the last real position of the history; with
+    probability ``unconditional_prob`` (p_u) c is replaced by the learned null embedding Φ;
+    t ~ Uniform over the ``n_diffusion_steps`` (T) steps; x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε with
+    x_0 the target item's embedding; loss = mean ||x_0 - f(x_t, c, t)||² (mean over targets and
+    dimensions, as the authors' ``F.mse_loss``). ``train_mode: sequence``: the causal encoder's
+    output at every position j guides the item at j + 1, each target with its own t, ε and
+    guidance drop; the loss is the mean over all valid targets, exactly the prefix-mode loss over
+    the same targets. Prefix mode (RecBole's samples) works as well.
+
+    Generation (Algorithm 2): x_T ~ N(0, I); at each step the guided prediction
+    f̃ = (1 + w) f(x_t, c, t) - w f(x_t, Φ, t) (Eq. 15, w = ``guidance_weight``) enters the shared
+    x_0-parameterised ancestral step of :class:`~recbole_diffusion.diffusion.GaussianDiffusion`
+    (Eq. 16). Scores = <x_0, E(item)> for every item (full ranking).
+
+    NOTE: The history encoder follows the authors' code (the original SASRec arrangement: LN on the
+        queries only, residual on the normalised queries, an FFN with inner width ``inner_size``
+        and its own LN, padding rows zeroed, a final LN), generalised to ``n_layers`` blocks and
+        ``n_heads`` heads (defaults 1 and 1, as the authors'). Attention scores are scaled by
+        sqrt(head size), the standard; the authors divide by sqrt(d), the same with one head.
+        Learned absolute position embeddings over ``MAX_ITEM_LIST_LENGTH`` positions, with
+        RecBole's right padding (the authors pad to 10 with a padding id).
+    NOTE: Initialisation: item, position and null embeddings ~ N(0, ``embedding_init_std``²), default
+        1.0 as the authors' N(0, 1) (a spec decision: the scale of x_0 against the unit-variance
+        noise matters; RecBole's usual 0.02 makes every x_0 nearly zero next to the noise).
+        Linear layers keep PyTorch's default initialisation, as in the authors' code. The padding
+        row of the item table is zero and is never scored (RecBole masks item 0).
+    NOTE: Dropout is off at evaluation (the authors' code never calls ``eval()``; the spec calls
+        that a bug, not the method). Classifier-free guidance dropout is a training-time draw.
+    NOTE: The step embedding is the shared :class:`~recbole_diffusion.diffusion.SinusoidalStepEmbedding`
+        with the authors' MLP (sinusoid -> Linear(d, 2d) -> GELU -> Linear(2d, d)); its
+        frequencies divide by d/2 where the authors divide by d/2 - 1 (see that module).
+        Step indices are 0-based as in the authors' code (index t = diffusion step t + 1).
+    NOTE: Schedules come from the shared module. ``cosine`` is clipped to [1e-4, 0.9999] as in the
+        authors' code; ``sqrt`` takes ᾱ_0 = 1 where the authors' discretisation implies
+        ᾱ_0 = 0.99 (a 1% rescaling of every ᾱ).
+    NOTE: Beyond the paper (its §6 limitation: slow sampling): ``n_sample_steps`` S < T runs the
+        shared strided sampler (Song et al., ICLR 2021, Eq. 12/16) over S evenly spaced steps;
+        ``sample_eta`` 1 is the ancestral posterior of the respaced chain, 0 deterministic DDIM.
+        S = T (or null) with eta 1 is exactly the paper's full chain.
+    NOTE: Evaluation is reproducible: the sampling noise comes from a CPU ``torch.Generator``
+        seeded with ``seed`` and re-seeded each time the model enters eval mode (RecBole's
+        trainer calls ``eval()`` at the start of every evaluation), so an evaluation of the same
+        weights on the same batches always draws the same noise. Results still depend on that
+        noise (one sample per user, as the authors).
+    NOTE: ``predict`` (sampled evaluation) generates one oracle per distinct history in the batch
+        and scores every candidate of that history against it, so a user's candidates are ranked
+        against the same sample.
+    NOTE: The whole model, item embeddings included, is trained by the x_0 MSE alone, as in the
+        paper; gradients reach the item table both through the history and through x_0.
+    NOTE: Protocol: RecBole's (leave-one-out, full ranking, history up to MAX_ITEM_LIST_LENGTH),
+        not the paper's chronological 8:1:1 split of sequences with history length 10.
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # hyperparameters
+        self.hidden_size = config["hidden_size"]
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.inner_size = config["inner_size"]
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.embedding_init_std = config["embedding_init_std"]
+        self.denoiser_type = config["denoiser"]
+        self.n_diffusion_steps = config["n_diffusion_steps"]
+        self.noise_schedule = config["noise_schedule"]
+        self.guidance_weight = float(config["guidance_weight"])
+        self.unconditional_prob = float(config["unconditional_prob"])
+        self.n_sample_steps = _full_chain_as_none(config["n_sample_steps"])
+        self.sample_eta = float(config["sample_eta"])
+        self.sample_seed = config["seed"]
+        self.TARGET_SEQ = target_field(config)
+
+        # layers
+        d = self.hidden_size
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, d)
+        self.null_embedding = nn.Parameter(torch.empty(d))  # Φ
+        self.embedding_dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.blocks = nn.ModuleList(
+            DreamRecBlock(d, self.n_heads, self.inner_size, self.hidden_dropout_prob, self.attn_dropout_prob)
+            for _ in range(self.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(d)
+        self.step_embedding = SinusoidalStepEmbedding(d, mlp=True)
+        if self.denoiser_type == "mlp1":
+            self.denoiser = nn.Sequential(nn.Linear(3 * d, d))
+        else:
+            self.denoiser = nn.Sequential(nn.Linear(3 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.diffusion = GaussianDiffusion.from_schedule(
+            self.noise_schedule, self.n_diffusion_steps, **_SCHEDULE_KWARGS.get(self.noise_schedule, {})
+        )
+        self._generator = None
+
+        # initialisation (Linear layers keep PyTorch's default, as the authors')
+        for weight in (self.item_embedding.weight, self.position_embedding.weight, self.null_embedding):
+            nn.init.normal_(weight, mean=0.0, std=self.embedding_init_std)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    # ------------------------------------------------------------------ configuration
+    @classmethod
+    def check_config(cls, config):
+        """Fail at start, naming the option, for settings the method cannot run with."""
+        steps = config["n_diffusion_steps"]
+        if not _is_int(steps) or steps < 1:
+            raise ConfigError(f"n_diffusion_steps: the number of diffusion steps T must be an integer >= 1; got {steps!r}")
+        schedule = config["noise_schedule"]
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"noise_schedule: must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+        sample_steps = _full_chain_as_none(config["n_sample_steps"])
+        if sample_steps is not None and (not _is_int(sample_steps) or not 1 <= sample_steps <= steps):
+            raise ConfigError(
+                f"n_sample_steps: the number of sampling steps S must be an integer in 1..{steps} "
+                f"(n_diffusion_steps), or null for the full chain; got {config['n_sample_steps']!r}"
+            )
+        eta = config["sample_eta"]
+        if not _is_number(eta) or not 0.0 <= eta <= 1.0:
+            raise ConfigError(f"sample_eta: must be a number in [0, 1] (1: ancestral, 0: deterministic DDIM); got {eta!r}")
+        weight = config["guidance_weight"]
+        if not _is_number(weight) or weight < 0:
+            raise ConfigError(f"guidance_weight: the guidance strength w must be a number >= 0 (the paper searches 0..10); got {weight!r}")
+        prob = config["unconditional_prob"]
+        if not _is_number(prob) or not 0.0 <= prob < 1.0:
+            raise ConfigError(
+                f"unconditional_prob: the probability p_u of training with the null guidance must be in "
+                f"[0, 1) (the paper fixes 0.1); got {prob!r}"
+            )
+        if prob == 0 and weight > 0:
+            raise ConfigError(
+                f"unconditional_prob: 0 never trains the null embedding, yet guidance_weight={weight} "
+                "subtracts its prediction at sampling; use unconditional_prob > 0 or guidance_weight 0"
+            )
+        denoiser = config["denoiser"]
+        if denoiser not in DENOISERS:
+            raise ConfigError(
+                f"denoiser: must be mlp1 (Linear(3d, d), the authors') or mlp2 "
+                f"(Linear(3d, 2d) -> GELU -> Linear(2d, d)); got {denoiser!r}"
+            )
+        std = config["embedding_init_std"]
+        if not _is_number(std) or std <= 0:
+            raise ConfigError(f"embedding_init_std: must be a number > 0 (the authors' 1.0); got {std!r}")
+        for key in ("hidden_size", "n_layers", "n_heads", "inner_size"):
+            if not _is_int(config[key]) or config[key] < 1:
+                raise ConfigError(f"{key}: must be an integer >= 1; got {config[key]!r}")
+        if config["hidden_size"] % config["n_heads"]:
+            raise ConfigError(f"n_heads: must divide hidden_size={config['hidden_size']}; got {config['n_heads']}")
+        for key in ("hidden_dropout_prob", "attn_dropout_prob"):
+            if not _is_number(config[key]) or not 0.0 <= config[key] < 1.0:
+                raise ConfigError(f"{key}: must be a probability in [0, 1); got {config[key]!r}")
+        negatives = config["train_neg_sample_args"]
+        if negatives is not None and negatives.get("distribution", "none") != "none":
+            raise ConfigError(
+                "train_neg_sample_args: DreamRec trains without negative samples (its loss is the "
+                "diffusion MSE on the target's embedding); set it to None (~)"
+            )
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, item_seq):
+        """Causal encoder output at every position, [B, L, d] (padding rows are arbitrary)."""
+        length = item_seq.size(1)
+        positions = torch.arange(length, device=item_seq.device)
+        real = (item_seq > 0).unsqueeze(-1)
+        hidden = self.embedding_dropout(self.item_embedding(item_seq) + self.position_embedding(positions))
+        hidden = hidden * real
+        causal = torch.tril(torch.ones(length, length, dtype=torch.bool, device=item_seq.device))
+        # a query attends earlier real items and itself (which keeps padding rows finite)
+        allowed = causal & ((item_seq > 0).unsqueeze(1) | torch.eye(length, dtype=torch.bool, device=item_seq.device))
+        allowed = allowed.unsqueeze(1)
+        for block in self.blocks:
+            hidden = block(hidden, allowed) * real
+        return self.final_norm(hidden)
+
+    def forward(self, item_seq, item_seq_len):
+        """The guidance c: the encoder output at the last real position, [B, d] (Eq. 10)."""
+        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)
+
+    # ------------------------------------------------------------------ denoiser
+    def denoise(self, x_t, condition, t):
+        """f(x_t, c, t): the predicted x_0, [B, d]. ``t`` holds 0-based step indices, [B]."""
+        # the step MLP runs once per distinct step (at sampling: once per step for the batch)
+        steps, inverse = torch.unique(t, return_inverse=True)
+        step_emb = self.step_embedding(steps)[inverse]
+        return self.denoiser(torch.cat([x_t, condition, step_emb], dim=-1))
+
+    def guided_x0(self, x_t, condition, t):
+        """f̃ = (1 + w) f(x_t, c, t) - w f(x_t, Φ, t) (Eq. 15); f itself when w = 0."""
+        if self.guidance_weight == 0:
+            return self.denoise(x_t, condition, t)
+        null = self.null_embedding.expand_as(condition)
+        both = self.denoise(torch.cat([x_t, x_t]), torch.cat([condition, null]), torch.cat([t, t]))
+        conditional, unconditional = both.chunk(2)
+        return (1.0 + self.guidance_weight) * conditional - self.guidance_weight * unconditional
+
+    # ------------------------------------------------------------------ training
+    def draw_training_noise(self, n_targets, device):
+        """Per-target draws of Algorithm 1: step index t ~ U{0..T-1}, ε ~ N(0, I), and whether the
+        guidance is dropped (probability p_u). Returns ``(t [N], noise [N, d], drop [N] bool)``."""
+        t = torch.randint(0, self.n_diffusion_steps, (n_targets,), device=device)
+        noise = torch.randn(n_targets, self.hidden_size, device=device)
+        drop = torch.rand(n_targets, device=device) < self.unconditional_prob
+        return t, noise, drop
+
+    def diffusion_loss(self, condition, x0):
+        """Mean ||x_0 - f(x_t, c, t)||² over targets and dimensions (Algorithm 1, Eq. 14)."""
+        t, noise, drop = self.draw_training_noise(x0.shape[0], x0.device)
+        condition = torch.where(drop.unsqueeze(-1), self.null_embedding.expand_as(condition), condition)
+        x_t = self.diffusion.q_sample(x0, t, noise=noise)
+        return F.mse_loss(self.denoise(x_t, condition, t), x0)
+
+    def calculate_loss(self, interaction):
+        hidden = self.encode(interaction[self.ITEM_SEQ])
+        if self.TARGET_SEQ in interaction:  # sequence batch: every position guides its next item
+            targets = interaction[self.TARGET_SEQ]
+            valid = targets > 0
+            condition, target_items = hidden[valid], targets[valid]
+        else:  # RecBole prefix batch
+            condition = self.gather_indexes(hidden, interaction[self.ITEM_SEQ_LEN] - 1)
+            target_items = interaction[self.POS_ITEM_ID]
+        return self.diffusion_loss(condition, self.item_embedding(target_items))
+
+    # ------------------------------------------------------------------ generation
+    def train(self, mode=True):
+        # entering eval mode re-seeds the sampling noise: every evaluation draws the same noise
+        if not mode:
+            self._generator = None
+        return super().train(mode)
+
+    def reset_sampling_generator(self, seed=None):
+        """Re-seed the evaluation noise (with ``seed``, default the config's ``seed``)."""
+        self._generator = torch.Generator(device="cpu")
+        self._generator.manual_seed(self.sample_seed if seed is None else seed)
+        return self._generator
+
+    @torch.no_grad()
+    def generate(self, condition, generator=None, n_sample_steps=None, eta=None):
+        """Oracle item embeddings [B, d] by the guided reverse chain (Algorithm 2).
+
+        ``generator`` defaults to the model's seeded evaluation generator; ``n_sample_steps`` and
+        ``eta`` default to the configured ``n_sample_steps`` and ``sample_eta``.
+        """
+        if generator is None:
+            generator = self._generator if self._generator is not None else self.reset_sampling_generator()
+        return self.diffusion.sample(
+            lambda x_t, t: self.guided_x0(x_t, condition, t),
+            shape=condition.shape,
+            n_sample_steps=self.n_sample_steps if n_sample_steps is None else n_sample_steps,
+            eta=self.sample_eta if eta is None else eta,
+            generator=generator,
+            device=condition.device,
+            dtype=condition.dtype,
+        )
+
+    def predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        histories, inverse = torch.unique(item_seq, dim=0, return_inverse=True)
+        lengths = (histories > 0).sum(dim=1)
+        oracle = self.generate(self.forward(histories, lengths))[inverse]
+        return (oracle * self.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+
+    def full_sort_predict(self, interaction):
+        oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return oracle @ self.item_embedding.weight.t()
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _full_chain_as_none(value):
+    """``n_sample_steps``: None (YAML ~, or the words null / none / full) means S = T."""
+    if isinstance(value, str) and value.strip().lower() in ("null", "none", "full", "~"):
+        return None
+    return value
