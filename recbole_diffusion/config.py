@@ -29,6 +29,20 @@ from recbole_diffusion.utils import (
 
 TRAIN_MODES = ("prefix", "sequence")
 
+# RecBole reads these without checking; a wrong type or value otherwise fails deep inside
+# training. (option, type(s), predicate, what is allowed)
+_CORE_OPTIONS = [
+    ("epochs", int, lambda v: v >= 0, "an integer >= 0"),
+    ("train_batch_size", int, lambda v: v > 0, "an integer > 0"),
+    ("eval_batch_size", int, lambda v: v > 0, "an integer > 0"),
+    ("learning_rate", (int, float), lambda v: v > 0, "a number > 0"),
+    ("weight_decay", (int, float), lambda v: v >= 0, "a number >= 0"),
+    ("stopping_step", int, lambda v: v >= 0, "an integer >= 0"),
+    ("eval_step", int, lambda v: v >= 0, "an integer >= 0"),
+    ("MAX_ITEM_LIST_LENGTH", int, lambda v: v > 0, "an integer > 0"),
+    ("seed", int, lambda v: True, "an integer"),
+]
+
 
 class Config(RecBoleConfig):
     """RecBole configuration with this plugin's names and YAML first.
@@ -94,6 +108,12 @@ class Config(RecBoleConfig):
 
     # ------------------------------------------------------------------ plugin checks
     def _check_plugin_options(self):
+        for key, types, valid, allowed in _CORE_OPTIONS:
+            if key not in self.final_config_dict or self.final_config_dict[key] is None:
+                continue
+            value = self.final_config_dict[key]
+            if isinstance(value, bool) or not isinstance(value, types) or not valid(value):
+                raise ConfigError(f"{key} must be {allowed}, got {value!r}")
         mode = self.final_config_dict.get("train_mode", "prefix")
         if mode not in TRAIN_MODES:
             raise ConfigError(

@@ -124,6 +124,9 @@ def test_properties_found_from_installed_package(tmp_path):
         (["--model=SASRec", "--dataset=ml-100k", "--train_mode=fast"], "train_mode"),
         (["--model=SASRec", "--dataset=ml-100k", "--config_files=/nonexistent.yaml"], "/nonexistent.yaml"),
         (["--model=Pop", "--dataset=ml-100k", "--train_mode=sequence"], "train_mode"),
+        (["--model=SASRec", "--dataset=ml-100k", "--epochs=many"], "epochs"),
+        (["--model=SASRec", "--dataset=ml-100k", "--learning_rate=-0.1"], "learning_rate"),
+        (["--model=SASRec", "--dataset=ml-100k", "--MAX_ITEM_LIST_LENGTH=0"], "MAX_ITEM_LIST_LENGTH"),
     ],
 )
 def test_bad_input_is_one_paragraph_and_exit_2(args, expected, tmp_path):
