@@ -208,6 +208,7 @@ def data_preparation(config, dataset):
     from recbole.data.utils import create_samplers, get_dataloader as recbole_get_dataloader
     from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
 
+    from recbole_diffusion.data.evaluation import TrimmedFullSortEvalDataLoader, trims_eval_padding
     from recbole_diffusion.data.sequence import SequenceTrainDataLoader
 
     built = dataset.build()
@@ -230,6 +231,8 @@ def data_preparation(config, dataset):
         train_data = train_cls(config, train_dataset, train_sampler, kg_sampler, shuffle=True)
 
     def eval_loader(phase):
+        if trims_eval_padding(config, config.model_class, phase):
+            return TrimmedFullSortEvalDataLoader
         if not plugin:
             return recbole_get_dataloader(config, phase)
         return FullSortEvalDataLoader if config["eval_args"]["mode"][phase] == "full" else NegSampleEvalDataLoader
