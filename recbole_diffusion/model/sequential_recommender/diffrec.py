@@ -1,0 +1,653 @@
+r"""DiffRec: sequential recommendation with a diffusion model on the target item.
+
+Reference:
+    Hanwen Du, Huanhuan Yuan, Zhen Huang, Pengpeng Zhao and Xiaofang Zhou. "Sequential
+    Recommendation with Diffusion Models." arXiv:2304.04541, 2023 (Eq. 6-18, Algorithms 1-3).
+
+Not RecBole's ``DiffRec`` (Wang et al., SIGIR 2023), a general recommender: in this plugin
+``--model=DiffRec`` means this model, with ``properties/model/DiffRec.yaml``.
+
+The history stays clean; only the target item's embedding is noised, h_T^n = sqrt(ᾱ_n) E(v_T) +
+sqrt(1 - ᾱ_n) ε (Eq. 7). The Denoise Sequential Recommender (DSR, Eq. 14-16) is a Transformer
+encoder over [E(v_1), .., E(v_ℓ), h_T^n] plus learnable position embeddings plus the sinusoidal
+embedding of the step n at every position; its output at the target slot is the predicted h_T^0,
+mapped to items by softmax(W h + b) (Eq. 8). Loss: L_n / p_n + L_Rec (Eq. 17-18), with the step n
+drawn per sequence by importance sampling, p_n ∝ sqrt(E[L_n²]) (Algorithm 1). Inference: one
+step from pure noise, probabilities averaged over seeded draws (Algorithm 3), or the ancestral
+reverse chain (Algorithm 2).
+"""
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_diffusion.data.sequence import target_field
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas
+from recbole_diffusion.layers import causal_padding_mask
+from recbole_diffusion.utils import ConfigError
+
+__all__ = ["DiffRec", "StepImportanceSampler", "two_stream_encode"]
+
+INFERENCE_MODES = ("one_step", "full_chain")
+STEP_SAMPLING = ("importance", "uniform")
+
+
+# ---------------------------------------------------------------------------- step sampling
+class StepImportanceSampler(nn.Module):
+    r"""Importance sampling of the diffusion step, p_n ∝ sqrt(E[L_n²]) (Du et al. Eq. 18).
+
+    Keeps the ``history_size`` most recent values of L_n for every step n (a ring buffer per
+    step) as buffers, so that the history is part of the model's ``state_dict`` and survives a
+    checkpoint and a resumed run. Until every step has a full history, steps are drawn
+    uniformly (Nichol & Dhariwal, ICML 2021, whose "loss-second-moment" sampler Du et al.
+    cite). Afterwards p_n = (1 - u) sqrt(mean(h_n²)) / Σ_m sqrt(mean(h_m²)) + u / N, where h_n is
+    the history of step n and u = ``uniform_prob`` keeps every step reachable.
+
+    Under torch.distributed, :meth:`record` gathers the values of all ranks first, so every
+    rank keeps the same history (and draws from the same p_n with its own random numbers).
+
+    Args:
+        n_steps: N.
+        history_size: values of L_n kept per step.
+        uniform_prob: u, the uniform share mixed into p_n once the history is full.
+        importance: False draws uniformly always (the history is still recorded).
+    """
+
+    def __init__(self, n_steps, history_size=10, uniform_prob=0.001, importance=True):
+        super().__init__()
+        self.n_steps = n_steps
+        self.history_size = history_size
+        self.uniform_prob = uniform_prob
+        self.importance = importance
+        self.register_buffer("loss_history", torch.zeros(n_steps, history_size))
+        self.register_buffer("loss_count", torch.zeros(n_steps, dtype=torch.long))
+        self.register_buffer("loss_next", torch.zeros(n_steps, dtype=torch.long))
+
+    def extra_repr(self):
+        return (
+            f"n_steps={self.n_steps}, history_size={self.history_size}, "
+            f"uniform_prob={self.uniform_prob}, importance={self.importance}"
+        )
+
+    def history_full(self):
+        return bool((self.loss_count >= self.history_size).all())
+
+    def probabilities(self):
+        """p_n over the 0-based step indices (float64, on the buffers' device)."""
+        uniform = torch.full((self.n_steps,), 1.0 / self.n_steps, dtype=torch.float64, device=self.loss_history.device)
+        if not self.importance or not self.history_full():
+            return uniform
+        root_second_moment = self.loss_history.double().pow(2).mean(dim=1).sqrt()
+        total = root_second_moment.sum()
+        if not torch.isfinite(total) or total <= 0:
+            return uniform
+        return (1.0 - self.uniform_prob) * root_second_moment / total + self.uniform_prob * uniform
+
+    def sample(self, batch_size, device=None):
+        """Draw ``batch_size`` step indices; return them with the weights 1 / (N p_n).
+
+        The weight makes E[w L_n] = (1/N) Σ_n L_n, the mean over steps, for any p_n (it is 1
+        under uniform sampling).
+        """
+        probs = self.probabilities()
+        steps = torch.multinomial(probs, batch_size, replacement=True)
+        weights = 1.0 / (self.n_steps * probs[steps])
+        device = device if device is not None else probs.device
+        return steps.to(device), weights.to(device=device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def record(self, steps, losses):
+        """Append the observed L_n values (``losses`` [M]) of the steps ``steps`` [M]."""
+        steps, losses = _gather_across_ranks(steps.detach().long(), losses.detach().float())
+        if steps.numel() == 0:
+            return
+        steps = steps.to(self.loss_history.device)
+        losses = losses.to(self.loss_history.device, self.loss_history.dtype)
+        order = torch.argsort(steps, stable=True)
+        steps, losses = steps[order], losses[order]
+        unique, counts = torch.unique_consecutive(steps, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(steps.numel(), device=steps.device) - torch.repeat_interleave(starts, counts)
+        total = torch.repeat_interleave(counts, counts)
+        # when one step occurs more often than the history holds, only its latest values count
+        dropped = (total - self.history_size).clamp(min=0)
+        keep = rank >= dropped
+        steps, losses, rank = steps[keep], losses[keep], (rank - dropped)[keep]
+        position = (self.loss_next[steps] + rank) % self.history_size
+        self.loss_history[steps, position] = losses
+        written = counts.clamp(max=self.history_size)
+        self.loss_next[unique] = (self.loss_next[unique] + written) % self.history_size
+        self.loss_count[unique] = (self.loss_count[unique] + written).clamp(max=self.history_size)
+
+
+def _gather_across_ranks(steps, losses):
+    """All ranks' (steps, losses), concatenated in rank order; the inputs when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return steps, losses
+    world = dist.get_world_size()
+    size = torch.tensor([steps.numel()], device=steps.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    pad = longest - steps.numel()
+    padded_steps = F.pad(steps, (0, pad))
+    padded_losses = F.pad(losses, (0, pad))
+    all_steps = [torch.zeros_like(padded_steps) for _ in range(world)]
+    all_losses = [torch.zeros_like(padded_losses) for _ in range(world)]
+    dist.all_gather(all_steps, padded_steps)
+    dist.all_gather(all_losses, padded_losses)
+    steps = torch.cat([s[: int(n.item())] for s, n in zip(all_steps, sizes)])
+    losses = torch.cat([v[: int(n.item())] for v, n in zip(all_losses, sizes)])
+    return steps, losses
+
+
+# ---------------------------------------------------------------------------- two-stream encoder
+def _split_heads(x, attention):
+    batch, length, _ = x.shape
+    return x.view(batch, length, attention.num_attention_heads, attention.attention_head_size).transpose(1, 2)
+
+
+def _merge_heads(x):
+    batch, heads, length, size = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * size)
+
+
+def _two_stream_attention(attention, clean, query, clean_mask, query_mask, update_clean=True):
+    """One RecBole ``MultiHeadAttention`` applied to both streams with its own weights.
+
+    The clean stream attends to itself under ``clean_mask``; each query-stream token attends to
+    the clean tokens allowed by ``query_mask`` and to itself (never to other query tokens).
+    """
+    scale = attention.sqrt_attention_head_size
+    key_clean = _split_heads(attention.key(clean), attention)
+    value_clean = _split_heads(attention.value(clean), attention)
+    q_query = _split_heads(attention.query(query), attention)
+    key_query = _split_heads(attention.key(query), attention)
+    value_query = _split_heads(attention.value(query), attention)
+
+    cross = torch.matmul(q_query, key_clean.transpose(-1, -2)) / scale + query_mask
+    own = (q_query * key_query).sum(dim=-1, keepdim=True) / scale
+    probs = attention.attn_dropout(attention.softmax(torch.cat([cross, own], dim=-1)))
+    context = torch.matmul(probs[..., :-1], value_clean) + probs[..., -1:] * value_query
+    query_out = attention.dense(_merge_heads(context))
+    query_out = attention.LayerNorm(attention.out_dropout(query_out) + query)
+
+    if not update_clean:
+        return clean, query_out
+    q_clean = _split_heads(attention.query(clean), attention)
+    scores = torch.matmul(q_clean, key_clean.transpose(-1, -2)) / scale + clean_mask
+    probs = attention.attn_dropout(attention.softmax(scores))
+    clean_out = attention.dense(_merge_heads(torch.matmul(probs, value_clean)))
+    clean_out = attention.LayerNorm(attention.out_dropout(clean_out) + clean)
+    return clean_out, query_out
+
+
+def two_stream_encode(encoder, clean, query, clean_mask, query_mask):
+    """Run a RecBole ``TransformerEncoder`` on a clean stream and a query stream (XLNet-style).
+
+    Args:
+        encoder: ``recbole.model.layers.TransformerEncoder``; its weights serve both streams.
+        clean: [B, L, d] embedded clean tokens.
+        query: [B, Q, d] embedded query tokens.
+        clean_mask: [B, 1, L, L] additive mask of the clean stream (causal + padding).
+        query_mask: [B, 1, Q, L] additive mask of the query tokens over the clean tokens.
+
+    Returns the query stream's output [B, Q, d]. A query token's output equals the output that
+    the same token gets at the end of [allowed clean tokens, token] in an ordinary causal
+    encoder, provided that the clean tokens it may see only see clean tokens it may see (true
+    for ``query_mask`` = "positions <= j" with a causal ``clean_mask``).
+    """
+    layers = encoder.layer
+    for index, layer in enumerate(layers):
+        last = index == len(layers) - 1
+        clean, query = _two_stream_attention(
+            layer.multi_head_attention, clean, query, clean_mask, query_mask, update_clean=not last
+        )
+        query = layer.feed_forward(query)
+        if not last:
+            clean = layer.feed_forward(clean)
+    return query
+
+
+def _query_mask(present, limits):
+    """[B, 1, Q, L] additive mask: query q sees clean position k iff k <= limits[b, q] and present."""
+    positions = torch.arange(present.size(1), device=present.device)
+    allowed = (positions.view(1, 1, -1) <= limits.unsqueeze(-1)) & present.unsqueeze(1)
+    mask = torch.zeros(allowed.shape, dtype=torch.float32, device=present.device)
+    return mask.masked_fill(~allowed, -10000.0).unsqueeze(1)
+
+
+# ---------------------------------------------------------------------------- the model
+class DiffRec(SequentialRecommender):
+    r"""DiffRec (Du et al. 2023): diffusion on the target item, a Transformer denoiser.
+
+    Input of the DSR for a history [v_1..v_ℓ] (RecBole's ``item_id_list``): [v_1..v_ℓ, slot] at
+    positions 0..ℓ, where the slot holds the noised target h_T^n. When ℓ =
+    ``MAX_ITEM_LIST_LENGTH`` the oldest item is dropped so that the slot fits (the paper's own
+    trick, §4.5.2), in training and evaluation alike. Attention is causal, so the slot sees the
+    whole clean history and no history token sees the slot.
+
+    NOTE (training paths): ``train_mode: prefix`` feeds RecBole's prefix samples through the
+        plain encoder above. ``train_mode: sequence`` (the default) trains on every target of a
+        user window at once with a two-stream (XLNet-style) encoder, both streams sharing every
+        weight: a clean stream runs causal attention over the window's items, and a query
+        stream holds, at index j, the noised embedding of item j+1 plus the position embedding
+        of j+1 and the step embedding; it attends to clean positions <= j and to itself. Its
+        output at j equals exactly what the prefix input [v_1..v_{j+1}, noised v_{j+2}] gives at
+        the slot (tested numerically). One step n is drawn per window, so its step embedding
+        can be added to the whole clean stream as Eq. 14 requires. The last target of a window
+        of ``MAX_ITEM_LIST_LENGTH`` items needs the oldest item dropped, which changes every
+        clean token; those targets go through the plain encoder, with the window's step.
+    NOTE (one step per sequence): in prefix mode a "training sequence" of Algorithm 1 is a
+        prefix sample, in sequence mode a user window; the loss history records one L_n per
+        sequence (the mean over the window's targets in sequence mode).
+    NOTE (importance weight): Eq. 18 writes L_n / p_n, an unbiased estimate of Σ_n L_n, which is
+        N = 1000 times the mean over steps and would bury L_Rec. We weight L_n by 1 / (N p_n),
+        the unbiased estimate of the mean over steps (Nichol & Dhariwal's convention); it is 1
+        under uniform sampling. ``mse_loss_weight`` scales it further.
+    NOTE (importance sampler): p_n = sqrt(mean of the last ``loss_history_size`` values of L_n)
+        normalised, mixed with ``importance_uniform_prob`` of the uniform distribution (Nichol &
+        Dhariwal's sampler, which Du et al. cite); uniform until every step has a full history.
+        The history is a set of buffers (``step_sampler.*``) in the state dict.
+    NOTE (L_n): the squared L2 norm ‖E(v_T) - f_θ(h_T^n, n)‖² summed over the d features, as
+        written in Eq. 13; gradients reach E through both the target and the noised input (the
+        paper detaches nothing).
+    NOTE (DSR details the paper leaves open): the sum of item, position and step embeddings goes
+        through LayerNorm and dropout before the encoder (SASRec's input block); the encoder is
+        RecBole's post-LN Transformer; the step embedding is the sinusoid of the 0-based step
+        index (index t = step t + 1, the shared diffusion module's convention) with no MLP, its
+        sines and cosines concatenated rather than interleaved (a fixed permutation of features).
+        ``inner_size`` defaults to 4 * ``hidden_size``.
+    NOTE (scores): ``full_sort_predict`` returns log((1/D) Σ_i softmax(W h_i + b)), the log of the
+        averaged probability over the D = ``n_inference_draws`` draws. Probabilities are summed in
+        float32, so items below about 1e-38 in every draw tie at -inf at the bottom of the ranking
+        (a logaddexp accumulation avoids that but made evaluation 1.5 times slower, and such items
+        never reach a top-20). Evaluation cost is dominated by the D products with W over all items.
+    NOTE (draws): a CPU ``torch.Generator`` seeded with ``inference_seed`` at every call draws the
+        D noise vectors of each user of the batch (and, for the full chain, the step noise), so
+        evaluation is reproducible and independent of the training random state. With K = 1 the
+        clean history is encoded once per step and shared by the D draws (two-stream encoder).
+        ``full_chain`` runs GaussianDiffusion's ancestral sampler from step N to 1 for each draw
+        and averages the D resulting distributions (D = 1 is Algorithm 2 exactly).
+    NOTE (K > 1, §5.3.4): ``noised_items`` = K noises the slot and the K - 1 most recent history
+        items, all at step n with independent noise; the loss stays on the target. At inference
+        those K - 1 items are noised at the current step of the reverse chain (step N for the
+        one-step inference), as Algorithms 2-3 compute h_t^n for every t via Eq. 7. K > 1 needs
+        ``train_mode: prefix`` (the noised history differs per target, so there is no shared
+        clean stream).
+    """
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # hyperparameters
+        self.n_layers = config["n_layers"]
+        self.n_heads = config["n_heads"]
+        self.hidden_size = config["hidden_size"]
+        self.inner_size = config["inner_size"] or 4 * self.hidden_size
+        self.hidden_dropout_prob = config["hidden_dropout_prob"]
+        self.attn_dropout_prob = config["attn_dropout_prob"]
+        self.hidden_act = config["hidden_act"]
+        self.layer_norm_eps = config["layer_norm_eps"]
+        self.initializer_range = config["initializer_range"]
+        self.n_diffusion_steps = config["n_diffusion_steps"]
+        self.noise_schedule = config["noise_schedule"]
+        self.step_sampling = config["step_sampling"]
+        self.loss_history_size = config["loss_history_size"]
+        self.importance_uniform_prob = config["importance_uniform_prob"]
+        self.mse_loss_weight = config["mse_loss_weight"]
+        self.rec_loss_weight = config["rec_loss_weight"]
+        self.inference = config["inference"]
+        self.n_inference_draws = config["n_inference_draws"]
+        self.inference_seed = config["inference_seed"]
+        self.use_position_embedding = config["use_position_embedding"]
+        self.use_step_embedding = config["use_step_embedding"]
+        self.noised_items = config["noised_items"]
+        self.tie_output_weights = config["tie_output_weights"]
+        self.TARGET_SEQ = target_field(config)
+
+        # layers
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
+        self.step_embedding = SinusoidalStepEmbedding(self.hidden_size)
+        self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        self.dropout = nn.Dropout(self.hidden_dropout_prob)
+        self.trm_encoder = TransformerEncoder(
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            hidden_size=self.hidden_size,
+            inner_size=self.inner_size,
+            hidden_dropout_prob=self.hidden_dropout_prob,
+            attn_dropout_prob=self.attn_dropout_prob,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+        self.output_layer = nn.Linear(self.hidden_size, self.n_items)  # W, b of Eq. 8
+        self.diffusion = GaussianDiffusion.from_schedule(self.noise_schedule, self.n_diffusion_steps)
+        self.step_sampler = StepImportanceSampler(
+            self.n_diffusion_steps,
+            history_size=self.loss_history_size,
+            uniform_prob=self.importance_uniform_prob,
+            importance=self.step_sampling == "importance",
+        )
+
+        # parameters initialization
+        self.apply(self._init_weights)
+        if self.tie_output_weights:
+            self.output_layer.weight = self.item_embedding.weight
+
+    @classmethod
+    def check_config(cls, config):
+        """Refuse impossible hyperparameters before any data is read."""
+        get = config.final_config_dict.get
+
+        def integer(key, minimum):
+            value = get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
+            return value
+
+        def number(key, low, high, high_open=False):
+            value = get(key)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and low <= value and (value < high if high_open else value <= high)
+            if not ok:
+                bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+                raise ConfigError(f"{key}: must be a number in {bound}; got {value!r}")
+            return value
+
+        def boolean(key):
+            if not isinstance(get(key), bool):
+                raise ConfigError(f"{key}: must be True or False; got {get(key)!r}")
+
+        def choice(key, allowed):
+            if get(key) not in allowed:
+                raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got {get(key)!r}")
+            return get(key)
+
+        n_steps = integer("n_diffusion_steps", 1)
+        schedule = choice("noise_schedule", SCHEDULES)
+        try:
+            make_betas(schedule, n_steps)
+        except ValueError as exc:
+            raise ConfigError(f"noise_schedule: {exc}") from None
+        choice("step_sampling", STEP_SAMPLING)
+        integer("loss_history_size", 1)
+        number("importance_uniform_prob", 0.0, 1.0)
+        mse = number("mse_loss_weight", 0.0, float("inf"))
+        rec = number("rec_loss_weight", 0.0, float("inf"))
+        if mse == 0 and rec == 0:
+            raise ConfigError("mse_loss_weight, rec_loss_weight: at least one must be positive; both are 0")
+        choice("inference", INFERENCE_MODES)
+        integer("n_inference_draws", 1)
+        integer("inference_seed", 0)
+        for key in ("use_position_embedding", "use_step_embedding", "tie_output_weights"):
+            boolean(key)
+        layers = integer("n_layers", 1)
+        heads = integer("n_heads", 1)
+        hidden = integer("hidden_size", 1)
+        del layers
+        if hidden % heads:
+            raise ConfigError(f"hidden_size: must be a multiple of n_heads ({heads}); got {hidden}")
+        if get("inner_size") is not None:
+            integer("inner_size", 1)
+        number("hidden_dropout_prob", 0.0, 1.0, high_open=True)
+        number("attn_dropout_prob", 0.0, 1.0, high_open=True)
+        max_length = integer("MAX_ITEM_LIST_LENGTH", 2)
+        noised = integer("noised_items", 1)
+        if noised > max_length:
+            raise ConfigError(
+                f"noised_items: K noises the target slot and the K - 1 latest history items of a "
+                f"MAX_ITEM_LIST_LENGTH={max_length} input, so K <= {max_length}; got {noised}"
+            )
+        if noised > 1 and get("train_mode") == "sequence":
+            raise ConfigError(
+                f"noised_items: K = {noised} > 1 noises history items that differ per target, which "
+                "the two-stream sequence training cannot share; use train_mode=prefix for K > 1"
+            )
+        neg = get("train_neg_sample_args")
+        if neg is not None and neg.get("distribution", "none") != "none":
+            raise ConfigError(
+                "train_neg_sample_args: DiffRec trains with a full softmax over items (L_Rec) and "
+                "takes no negative samples; set train_neg_sample_args to None"
+            )
+
+    def _init_weights(self, module):
+        """SASRec's initialisation: normal(0, initializer_range) weights, zero biases."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    # ------------------------------------------------------------------ DSR building blocks
+    def _embed(self, token_emb, positions, steps):
+        """Eq. 14: tokens + position embedding + step embedding, then LayerNorm and dropout.
+
+        ``token_emb`` [B, S, d]; ``positions`` [S] or [B, S]; ``steps`` [B] 0-based indices.
+        """
+        hidden = token_emb
+        if self.use_position_embedding:
+            hidden = hidden + self.position_embedding(positions)
+        if self.use_step_embedding:
+            hidden = hidden + self.step_embedding(steps).to(hidden.dtype).unsqueeze(1)
+        return self.dropout(self.LayerNorm(hidden))
+
+    def _prefix_inputs(self, item_seq, item_seq_len):
+        """History [B, W] -> (DSR item ids [B, L] with 0 at the slot, slot index [B]).
+
+        Pads to L = MAX_ITEM_LIST_LENGTH; a history of L items loses its oldest item.
+        """
+        length = self.max_seq_length
+        if item_seq.size(1) < length:
+            item_seq = F.pad(item_seq, (0, length - item_seq.size(1)))
+        item_seq = item_seq[:, :length]
+        full = item_seq_len >= length
+        shifted = torch.where(full.unsqueeze(1), torch.roll(item_seq, shifts=-1, dims=1), item_seq)
+        slot = torch.where(full, torch.full_like(item_seq_len, length - 1), item_seq_len)
+        at_slot = torch.arange(length, device=item_seq.device).unsqueeze(0) == slot.unsqueeze(1)
+        return shifted.masked_fill(at_slot, 0), slot
+
+    def _noise_recent(self, token_emb, slot, steps, noise):
+        """Noise the K - 1 history tokens right before the slot (the K > 1 ablation)."""
+        positions = torch.arange(token_emb.size(1), device=token_emb.device).unsqueeze(0)
+        recent = (positions < slot.unsqueeze(1)) & (positions >= (slot - self.noised_items + 1).unsqueeze(1))
+        noised = self.diffusion.q_sample(token_emb, steps, noise=noise)
+        return torch.where(recent.unsqueeze(-1), noised, token_emb)
+
+    def denoise_prefix(self, history, slot, x_slot, steps, history_noise=None):
+        """f_θ on the plain input: the DSR output at the slot, [B, d].
+
+        Args:
+            history: [B, L] item ids from :meth:`_prefix_inputs` (0 at the slot and padding).
+            slot: [B] slot index.
+            x_slot: [B, d] the noised target h_T^n.
+            steps: [B] 0-based step indices.
+            history_noise: [B, L, d] noise of the K - 1 noised history items (K > 1 only).
+        """
+        positions = torch.arange(history.size(1), device=history.device)
+        at_slot = (positions.unsqueeze(0) == slot.unsqueeze(1)).unsqueeze(-1)
+        token_emb = self.item_embedding(history)
+        if self.noised_items > 1:
+            if history_noise is None:
+                history_noise = self._noise_like(token_emb)
+            token_emb = self._noise_recent(token_emb, slot, steps, history_noise)
+        token_emb = torch.where(at_slot, x_slot.unsqueeze(1).to(token_emb.dtype), token_emb)
+        present = (history > 0) | at_slot.squeeze(-1)
+        hidden = self._embed(token_emb, positions, steps)
+        mask = causal_padding_mask(present.long()).to(hidden.dtype)
+        output = self.trm_encoder(hidden, mask, output_all_encoded_layers=False)[-1]
+        return output[torch.arange(output.size(0), device=output.device), slot]
+
+    def denoise_slots(self, history, slot, x_slots, steps):
+        """f_θ for several noised slots per history at once, [B, D, d] (K = 1 only).
+
+        Every slot draw ``x_slots[:, i]`` sits at position ``slot`` after the same clean
+        history; the history is encoded once (two-stream encoder) and shared by the draws.
+        """
+        positions = torch.arange(history.size(1), device=history.device)
+        clean = self._embed(self.item_embedding(history), positions, steps)
+        query = self._embed(x_slots, slot.unsqueeze(1).expand(-1, x_slots.size(1)), steps)
+        present = history > 0
+        clean_mask = causal_padding_mask(history).to(clean.dtype)
+        limits = (slot - 1).unsqueeze(1).expand(-1, x_slots.size(1))
+        query_mask = _query_mask(present, limits).to(clean.dtype)
+        return two_stream_encode(self.trm_encoder, clean, query, clean_mask, query_mask)
+
+    def denoise_sequence(self, item_seq, item_seq_len, x_targets, steps):
+        """f_θ at every target of a sequence batch, [B, Q, d] with Q = min(W, L - 1).
+
+        ``x_targets[:, j]`` is the noised embedding of the item after ``item_seq[:, j]``; its
+        output is what the prefix input [item_seq[:, :j+1], x_targets[:, j]] gives at the slot.
+        """
+        width = item_seq.size(1)
+        n_queries = x_targets.size(1)
+        positions = torch.arange(width, device=item_seq.device)
+        clean = self._embed(self.item_embedding(item_seq), positions, steps)
+        query = self._embed(x_targets, positions[:n_queries] + 1, steps)
+        clean_mask = causal_padding_mask(item_seq).to(clean.dtype)
+        limits = positions[:n_queries].unsqueeze(0).expand(item_seq.size(0), -1)
+        query_mask = _query_mask(item_seq > 0, limits).to(clean.dtype)
+        return two_stream_encode(self.trm_encoder, clean, query, clean_mask, query_mask)
+
+    # ------------------------------------------------------------------ training
+    def _noise_like(self, x):
+        """ε ~ N(0, I) for training, from the global random state (seeded by RecBole)."""
+        return torch.randn_like(x)
+
+    def calculate_loss(self, interaction):
+        if self.TARGET_SEQ in interaction:
+            return self._sequence_loss(interaction)
+        return self._prefix_loss(interaction)
+
+    def _prefix_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        history, slot = self._prefix_inputs(item_seq, item_seq_len)
+        steps, weights = self.step_sampler.sample(target.size(0), device=target.device)
+        clean_target = self.item_embedding(target)
+        x_slot = self.diffusion.q_sample(clean_target, steps, noise=self._noise_like(clean_target))
+        predicted = self.denoise_prefix(history, slot, x_slot, steps)
+        sequence_index = torch.arange(target.size(0), device=target.device)
+        return self._loss(predicted, clean_target, target, sequence_index, steps, weights)
+
+    def _sequence_loss(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        targets = interaction[self.TARGET_SEQ]
+        batch, width = item_seq.shape
+        length = self.max_seq_length
+        steps, weights = self.step_sampler.sample(batch, device=item_seq.device)
+        rows = torch.arange(batch, device=item_seq.device)
+
+        n_queries = min(width, length - 1)
+        query_targets = targets[:, :n_queries]
+        clean_targets = self.item_embedding(query_targets)
+        x_targets = self.diffusion.q_sample(clean_targets, steps, noise=self._noise_like(clean_targets))
+        output = self.denoise_sequence(item_seq, item_seq_len, x_targets, steps)
+        valid = query_targets > 0
+        predicted = [output[valid]]
+        clean = [clean_targets[valid]]
+        items = [query_targets[valid]]
+        sequence_index = [rows.unsqueeze(1).expand(-1, n_queries)[valid]]
+
+        if width >= length:  # the last target of a full window: drop the oldest item
+            full = targets[:, length - 1] > 0
+            if bool(full.any()):
+                history, slot = self._prefix_inputs(item_seq[full, :length], item_seq_len[full])
+                item = targets[full, length - 1]
+                clean_full = self.item_embedding(item)
+                x_slot = self.diffusion.q_sample(clean_full, steps[full], noise=self._noise_like(clean_full))
+                predicted.append(self.denoise_prefix(history, slot, x_slot, steps[full]))
+                clean.append(clean_full)
+                items.append(item)
+                sequence_index.append(rows[full])
+        return self._loss(
+            torch.cat(predicted), torch.cat(clean), torch.cat(items), torch.cat(sequence_index), steps, weights
+        )
+
+    def _loss(self, predicted, clean_target, target, sequence_index, steps, weights):
+        """mse_loss_weight * mean_targets(L_n / (N p_n)) + rec_loss_weight * mean_targets(L_Rec).
+
+        ``sequence_index`` [M] maps each target to its sequence, whose step and weight it uses;
+        one L_n per sequence (the mean over its targets) goes to the step sampler's history.
+        """
+        mse = (predicted - clean_target).pow(2).sum(dim=-1)
+        logits = self.output_layer(predicted)
+        rec = F.cross_entropy(logits, target)
+        diffusion_loss = (weights[sequence_index] * mse).mean()
+        if self.training:
+            n_sequences = steps.size(0)
+            totals = torch.zeros(n_sequences, device=mse.device, dtype=mse.dtype).index_add_(0, sequence_index, mse.detach())
+            counts = torch.zeros(n_sequences, device=mse.device, dtype=mse.dtype).index_add_(
+                0, sequence_index, torch.ones_like(mse)
+            )
+            seen = counts > 0
+            self.step_sampler.record(steps[seen], totals[seen] / counts[seen])
+        return self.mse_loss_weight * diffusion_loss + self.rec_loss_weight * rec
+
+    # ------------------------------------------------------------------ inference
+    def generate(self, item_seq, item_seq_len, generator=None):
+        """Predicted h_T^0 of the next item for each history, one per draw: [B, D, d].
+
+        ``inference: one_step`` is Algorithm 3 (one denoising step from h_T^N = ε);
+        ``full_chain`` runs the ancestral reverse chain N -> 1 (Algorithm 2).
+        """
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(self.inference_seed)
+        history, slot = self._prefix_inputs(item_seq, item_seq_len)
+        batch, draws, dim = history.size(0), self.n_inference_draws, self.hidden_size
+        n_sample_steps = 1 if self.inference == "one_step" else None
+        dtype = self.item_embedding.weight.dtype
+        device = history.device
+
+        if self.noised_items == 1:
+            def x0_fn(x_t, t):
+                return self.denoise_slots(history, slot, x_t, t)
+
+            return self.diffusion.sample(
+                x0_fn, shape=(batch, draws, dim), n_sample_steps=n_sample_steps,
+                generator=generator, device=device, dtype=dtype,
+            )
+
+        history_draws = history.repeat_interleave(draws, dim=0)
+        slot_draws = slot.repeat_interleave(draws, dim=0)
+
+        def x0_fn_noised_history(x_t, t):
+            noise = torch.randn((x_t.size(0), history.size(1), dim), generator=generator, dtype=dtype).to(device)
+            return self.denoise_prefix(history_draws, slot_draws, x_t, t, history_noise=noise)
+
+        x0 = self.diffusion.sample(
+            x0_fn_noised_history, shape=(batch * draws, dim), n_sample_steps=n_sample_steps,
+            generator=generator, device=device, dtype=dtype,
+        )
+        return x0.view(batch, draws, dim)
+
+    def log_mean_probability(self, predicted):
+        """log((1/D) Σ_i softmax(W h_i + b)) for h = ``predicted`` [B, D, d] -> [B, n_items]."""
+        total = None
+        for draw in range(predicted.size(1)):
+            probability = F.softmax(self.output_layer(predicted[:, draw]), dim=-1)
+            total = probability if total is None else total + probability
+        return torch.log(total / predicted.size(1))
+
+    def full_sort_predict(self, interaction):
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        return self.log_mean_probability(self.generate(item_seq, item_seq_len))
+
+    def predict(self, interaction):
+        scores = self.full_sort_predict(interaction)
+        items = interaction[self.ITEM_ID]
+        return scores.gather(1, items.unsqueeze(1)).squeeze(1)
