@@ -267,8 +267,8 @@ class DiffRec(SequentialRecommender):
     NOTE (scores): ``full_sort_predict`` returns log((1/D) Σ_i softmax(W h_i + b)), the log of the
         averaged probability over the D = ``n_inference_draws`` draws. Probabilities are summed in
         float32, so items below about 1e-38 in every draw tie at -inf at the bottom of the ranking
-        (a logaddexp accumulation avoids that but made evaluation 1.5 times slower, and such items
-        never reach a top-20). Evaluation cost is dominated by the D products with W over all items.
+        (a logaddexp accumulation avoids that, but made the averaging 1.5 times slower on CPU, and
+        such items never reach a top-20). Evaluation cost is dominated by the D products with W over all items.
     NOTE (draws): a CPU ``torch.Generator`` seeded with ``inference_seed`` at every call draws the
         D noise vectors of each user of the batch (and, for the full chain, the step noise), so
         evaluation is reproducible and independent of the training random state. With K = 1 the
@@ -391,10 +391,9 @@ class DiffRec(SequentialRecommender):
         integer("inference_seed", 0)
         for key in ("use_position_embedding", "use_step_embedding", "tie_output_weights"):
             boolean(key)
-        layers = integer("n_layers", 1)
+        integer("n_layers", 1)
         heads = integer("n_heads", 1)
         hidden = integer("hidden_size", 1)
-        del layers
         if hidden % heads:
             raise ConfigError(f"hidden_size: must be a multiple of n_heads ({heads}); got {hidden}")
         if get("inner_size") is not None:
