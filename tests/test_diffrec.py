@@ -325,6 +325,29 @@ def test_inference_is_seeded_and_averages_exactly_the_configured_draws(built):
     assert scores.shape == (history.size(0), model.n_items)
 
 
+def test_outputs_do_not_depend_on_trailing_padding(built):
+    """DiffRec opts into the trimmed full-sort loader: a user's output is the same padded to L,
+    in a batch of longer histories, or alone with no padding at all (same noise)."""
+    from recbole_diffusion.data.evaluation import trims_eval_padding
+
+    config, model, _, valid_data = built
+    assert trims_eval_padding(config, type(model), "valid")
+    model.eval()
+    item_seq = first_batch(valid_data)[0]["item_id_list"].clone()
+    lengths = torch.arange(item_seq.size(0)) % 9 + 1  # histories of 1..9 items, padded to L
+    item_seq[torch.arange(item_seq.size(1)).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    x_slots = torch.randn(item_seq.size(0), 2, model.hidden_size, generator=torch.Generator().manual_seed(5))
+    steps = torch.full((item_seq.size(0),), model.n_diffusion_steps - 1)
+    with torch.no_grad():
+        history, slot = model._prefix_inputs(item_seq, lengths)
+        batched = model.denoise_slots(history, slot, x_slots, steps)
+        for row in range(9):
+            alone_history, alone_slot = model._prefix_inputs(item_seq[row : row + 1, : lengths[row]], lengths[row : row + 1])
+            assert alone_history.size(1) == lengths[row] + 1
+            alone = model.denoise_slots(alone_history, alone_slot, x_slots[row : row + 1], steps[row : row + 1])
+            assert torch.allclose(alone, batched[row : row + 1], atol=1e-5)
+
+
 def test_full_chain_runs_the_reverse_process_from_n_to_1(built, monkeypatch):
     _, model, _, valid_data = built
     model.eval()

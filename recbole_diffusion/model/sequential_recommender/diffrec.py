@@ -271,7 +271,9 @@ class DiffRec(SequentialRecommender):
         such items never reach a top-20). Evaluation cost is dominated by the D products with W over all items.
     NOTE (draws): a CPU ``torch.Generator`` seeded with ``inference_seed`` at every call draws the
         D noise vectors of each user of the batch (and, for the full chain, the step noise), so
-        evaluation is reproducible and independent of the training random state. With K = 1 the
+        evaluation is reproducible and independent of the training random state. A user's draws
+        depend on its row in the batch: another ``eval_batch_size`` or user order (e.g. the
+        trimmed loader's, which DiffRec opts into) gives another noise realisation. With K = 1 the
         clean history is encoded once per step and shared by the D draws (two-stream encoder).
         ``full_chain`` runs GaussianDiffusion's ancestral sampler from step N to 1 for each draw
         and averages the D resulting distributions (D = 1 is Algorithm 2 exactly).
@@ -284,6 +286,9 @@ class DiffRec(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    # the output for a user never reads trailing padding: full-sort evaluation may trim it
+    # (recbole_diffusion.data.evaluation)
+    TRIM_EVAL_PADDING = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -443,18 +448,21 @@ class DiffRec(SequentialRecommender):
         return self.dropout(self.LayerNorm(hidden))
 
     def _prefix_inputs(self, item_seq, item_seq_len):
-        """History [B, W] -> (DSR item ids [B, L] with 0 at the slot, slot index [B]).
+        """History [B, W] -> (DSR item ids [B, W'] with 0 at the slot, slot index [B]).
 
-        Pads to L = MAX_ITEM_LIST_LENGTH; a history of L items loses its oldest item.
+        W' = min(longest history + 1, L), L = MAX_ITEM_LIST_LENGTH: trailing padding is cut or
+        added as needed (it cannot change any output, the attention being causal). A history of
+        L items loses its oldest item.
         """
         length = self.max_seq_length
-        if item_seq.size(1) < length:
-            item_seq = F.pad(item_seq, (0, length - item_seq.size(1)))
-        item_seq = item_seq[:, :length]
+        width = min(int(item_seq_len.max()) + 1, length)
+        if item_seq.size(1) < width:
+            item_seq = F.pad(item_seq, (0, width - item_seq.size(1)))
+        item_seq = item_seq[:, :width]
         full = item_seq_len >= length
         shifted = torch.where(full.unsqueeze(1), torch.roll(item_seq, shifts=-1, dims=1), item_seq)
         slot = torch.where(full, torch.full_like(item_seq_len, length - 1), item_seq_len)
-        at_slot = torch.arange(length, device=item_seq.device).unsqueeze(0) == slot.unsqueeze(1)
+        at_slot = torch.arange(width, device=item_seq.device).unsqueeze(0) == slot.unsqueeze(1)
         return shifted.masked_fill(at_slot, 0), slot
 
     def _noise_recent(self, token_emb, slot, steps, noise):
