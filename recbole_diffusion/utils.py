@@ -37,29 +37,28 @@ _RECBOLE_MODEL_PACKAGES = [
 
 
 # ---------------------------------------------------------------------------- properties
-def properties_dir():
-    """The folder of this plugin's YAML: ``properties/`` of a source checkout, or the copy that
-    ``setup.py`` installs as the package ``recbole_diffusion.properties``."""
+def _resource_dir(name, marker):
+    """``<checkout>/<name>`` of a source checkout, or the copy ``setup.py`` installs as the
+    package ``recbole_diffusion.<name>``; ``marker`` is a file that must be in it."""
     here = os.path.dirname(os.path.abspath(__file__))
-    checkout = os.path.join(os.path.dirname(here), "properties")
-    if os.path.isfile(os.path.join(checkout, "overall.yaml")):
-        return checkout
-    installed = os.path.join(here, "properties")
-    if os.path.isfile(os.path.join(installed, "overall.yaml")):
-        return installed
+    candidates = (os.path.join(os.path.dirname(here), name), os.path.join(here, name))
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(candidate, marker)):
+            return candidate
     raise FileNotFoundError(
-        f"recbole-diffusion's properties/ folder was not found (looked in {checkout} and {installed}); "
+        f"recbole-diffusion's {name}/ folder was not found (looked in {' and '.join(candidates)}); "
         "reinstall the package with `pip install -e .`"
     )
 
 
+def properties_dir():
+    """The folder of this plugin's YAML (``properties/``)."""
+    return _resource_dir("properties", "overall.yaml")
+
+
 def hyper_dir():
-    """The folder of the ``<Model>.hyper`` search spaces (checkout or installed copy)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for candidate in (os.path.join(os.path.dirname(here), "hyper"), os.path.join(here, "hyper")):
-        if os.path.isdir(candidate):
-            return candidate
-    raise FileNotFoundError("recbole-diffusion's hyper/ folder was not found")
+    """The folder of the ``<Model>.hyper`` search spaces (``hyper/``)."""
+    return _resource_dir("hyper", "SASRec.hyper")
 
 
 # ---------------------------------------------------------------------------- models
