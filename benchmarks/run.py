@@ -388,13 +388,23 @@ def add_ratios(records, reference):
     return ref_time
 
 
-def metric_columns(records):
-    """Test-metric keys present in the ok records, ordered HR, NDCG, others; each by k."""
+def split_group_key(key):
+    """``("ndcg@10", "history<=3")`` for a user-group key ``ndcg@10 (history<=3)``, else ``(key, None)``."""
+    if key.endswith(")") and " (" in key:
+        metric, _, group = key[:-1].partition(" (")
+        return metric, group
+    return key, None
+
+
+def metric_columns(records, group=None):
+    """Test-metric keys (of user group ``group``, or of all users) present in the ok records,
+    ordered HR, NDCG, others; each by k."""
     keys = []
     for record in records:
         for key in record.get("test_result") or {}:
-            if key not in keys:
-                keys.append(key)
+            metric, key_group = split_group_key(key)
+            if key_group == group and metric != "users" and metric not in keys:
+                keys.append(metric)
     family_order = list(METRIC_NAMES)
 
     def order(key):
@@ -507,6 +517,28 @@ def render_section(state):
         status = "running" if position == 0 and state["running"] else "not run yet"
         lines.append("| " + " | ".join([f"`{cell(label)}`"] + ["–"] * (len(header) - 2) + [status]) + " |")
     lines.append("")
+
+    groups = []
+    for record in ok:
+        for key in record.get("test_result") or {}:
+            group = split_group_key(key)[1]
+            if group is not None and group not in groups:
+                groups.append(group)
+    for group in groups:
+        group_metrics = metric_columns(ok, group)
+        lines.append(f"Test metrics of the users with {group.replace('history', 'training history ')} interactions "
+                     "(option `sparse_users`; same checkpoints as above):")
+        lines.append("")
+        group_header = ["Model", "Users", *[metric_title(k) for k in group_metrics]]
+        lines.append("| " + " | ".join(group_header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(group_header) - 1)) + "|")
+        for record in ok:
+            test = record.get("test_result") or {}
+            users = test.get(f"users ({group})")
+            row = [f"`{cell(record['label'])}`", "–" if users is None else str(users)]
+            row += [fmt(test.get(f"{k} ({group})"), 4) for k in group_metrics]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
 
     if failed:
         lines.append("Failed:")

@@ -20,6 +20,7 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
+from recbole_diffusion.data.groups import GroupCollector, group_results, sparse_user_thresholds
 
 CHECKPOINT_FORMAT = "recbole-diffusion/1"
 
@@ -53,13 +54,22 @@ class SafeCheckpointMixin:
     """Checkpoint save / resume / best-model loading with plain-data files.
 
     Also records wall-clock seconds of every training epoch and every evaluation
-    (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports.
+    (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports, and adds the
+    sparse-user metrics of option ``sparse_users`` (``recbole_diffusion/data/groups.py``) to
+    every evaluation result.
     """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.epoch_seconds, self.eval_seconds = [], []
+        self.sparse_users = sparse_user_thresholds(config)
+        if self.sparse_users:
+            self.eval_collector = GroupCollector(config)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self.__dict__.setdefault("epoch_seconds", []).append(perf_counter() - start)
+        self.epoch_seconds.append(perf_counter() - start)
         return loss
 
     def _checkpoint_state(self, epoch):
@@ -107,7 +117,13 @@ class SafeCheckpointMixin:
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         start = perf_counter()
         result = super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
-        self.__dict__.setdefault("eval_seconds", []).append(perf_counter() - start)
+        self.eval_seconds.append(perf_counter() - start)
+        if self.sparse_users and result is not None:
+            history = getattr(eval_data, "train_history_length", None)
+            if history is None:
+                raise ValueError("sparse_users: this evaluation dataloader was not built by recbole_diffusion.utils.data_preparation")
+            collector = self.eval_collector
+            result.update(group_results(self.evaluator, collector.last_struct, collector.last_users, history, self.sparse_users))
         return result
 
 

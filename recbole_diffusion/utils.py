@@ -164,8 +164,11 @@ def get_trainer(model_type, model_name):
 
 # ---------------------------------------------------------------------------- datasets
 def create_dataset(config):
-    """Build the dataset from atomic files (never from a pickle), after checking them."""
+    """Build the dataset from atomic files (never from a pickle), after checking them; with
+    ``train_noise_ratio`` > 0, random items are injected into the training sequences
+    (``recbole_diffusion/data/noise.py``)."""
     from recbole_diffusion.data.atomic import check_atomic_files
+    from recbole_diffusion.data.noise import inject_train_noise, train_noise_ratio, user_items
 
     if config["save_dataset"] or config["save_dataloaders"] or config["dataset_save_path"] or config["dataloaders_save_path"]:
         raise ConfigError(
@@ -174,8 +177,11 @@ def create_dataset(config):
             "recbole-diffusion always rebuilds from the atomic files"
         )
     check_atomic_files(config)
-    dataset_class = _dataset_class(config)
-    return dataset_class(config)
+    train_noise_ratio(config)  # a wrong ratio fails before the data is read
+    dataset = _dataset_class(config)(config)
+    # the clean items of each user: noise and augmentations never add one of them to its sequence
+    dataset.user_items = user_items(dataset)
+    return inject_train_noise(config, dataset)
 
 
 def _dataset_class(config):
@@ -238,4 +244,10 @@ def data_preparation(config, dataset):
 
     valid_data = eval_loader("valid")(config, valid_dataset, valid_sampler, shuffle=False)
     test_data = eval_loader("test")(config, test_dataset, test_sampler, shuffle=False)
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        from recbole_diffusion.data.groups import train_history_lengths
+
+        # who counts as a sparse user (option sparse_users) is fixed by the train split
+        history = train_history_lengths(train_dataset, dataset.user_num)
+        valid_data.train_history_length = test_data.train_history_length = history
     return train_data, valid_data, test_data

@@ -93,7 +93,8 @@ def section_table(text, section):
     """Rows of a section's table as {label: {column: cell}}."""
     begin, end = runner.markers(section)
     body = text[text.index(begin): text.index(end)]
-    lines = [line for line in body.splitlines() if line.startswith("|")]
+    table = body[: body.index("Test metrics of the users")] if "Test metrics of the users" in body else body
+    lines = [line for line in table.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:
@@ -143,7 +144,7 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     # checkpoints are removed once tested unless --keep_checkpoints
     assert not list((tmp_path / "work").rglob("*.pth"))
 
-    second = run_script(tiny_data, tmp_path, "--models", "GRU4Rec", "--section=second", "--set", *TINY_SETTINGS, "hidden_size=32")
+    second = run_script(tiny_data, tmp_path, "--models", "GRU4Rec", "--section=second", "--set", *TINY_SETTINGS, "hidden_size=32", "sparse_users=[27]")
     assert second.returncode == 0, second.stdout + second.stderr
     text2 = results.read_text()
     assert text2.index(runner.markers("first")[0]) < text2.index(runner.markers("second")[0])
@@ -153,6 +154,15 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     assert rows2["GRU4Rec"]["Status"] == "ok" and rows2["GRU4Rec"]["× reference"] == "–"
     assert "no SASRec in this run" in body2
     assert "hidden_size=32" in body2  # --set wins over the CPU protocol
+    # sparse-user metrics get a table of their own, not extra columns in the main one
+    assert "Users" not in body2.split("Test metrics of the users")[0]
+    group_table = body2.split("users with training history <=27 interactions")[1]
+    group_row = [line for line in group_table.splitlines() if line.startswith("| `GRU4Rec`")][0]
+    cells = [c.strip() for c in group_row.strip("|").split("|")]
+    raw2 = json.loads((tmp_path / "results" / f"{tiny_data[1]}-second.json").read_text())
+    test2 = raw2["records"][0]["test_result"]
+    assert int(cells[1]) == test2["users (history<=27)"] > 0
+    assert cells[2:] == [f"{test2[f'{m}@{k} (history<=27)']:.4f}" for m in ("hit", "ndcg") for k in (5, 10, 20)]
 
 
 def test_sigterm_stops_the_worker_and_marks_the_section_incomplete(tiny_data, tmp_path):
