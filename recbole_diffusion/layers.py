@@ -31,3 +31,136 @@ def causal_padding_mask(item_seq):
     allowed = causal.unsqueeze(0) & (item_seq > 0).unsqueeze(1)
     mask = torch.zeros(allowed.shape, dtype=torch.float32, device=item_seq.device)
     return mask.masked_fill(~allowed, -10000.0).unsqueeze(1)
+
+
+# ----------------------------------------------------------------------------- mixture of experts
+class SoftmaxGate(torch.nn.Module):
+    """Soft assignment of inputs to ``n_experts``: softmax(Linear(x)), weights summing to one.
+
+    Serves both as a router (each state to the experts) and as a gate (each expert's share of the
+    output). Shapes: ``x`` [..., in_features] -> weights [..., n_experts].
+    """
+
+    def __init__(self, in_features, n_experts):
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, n_experts)
+
+    def forward(self, x):
+        return torch.softmax(self.linear(x), dim=-1)
+
+
+def weighted_pool(states, weights, mask=None, eps=1e-8):
+    """Σ-pool ``states`` [N, K, d] with ``weights`` [N, K, E] into one input per expert, [N, E, d].
+
+    ``mask`` [N, K] (0/1, may carry gradients, e.g. a straight-through depth mask) hides states.
+    Each expert's pool is normalised by the weight it received, so it is a convex combination of
+    the states it was sent and its scale does not grow with the number of states.
+    """
+    if mask is not None:
+        weights = weights * mask.unsqueeze(-1)
+    pooled = torch.einsum("nke,nkd->ned", weights, states)
+    return pooled / weights.sum(dim=1).unsqueeze(-1).clamp_min(eps)
+
+
+# ----------------------------------------------------------------------------- contrastive learning
+def info_nce(view_a, view_b, temperature=1.0, labels=None):
+    """NT-Xent over 2B candidates (CL4SRec / ICLRec's ``NCELoss``), both directions.
+
+    Row i of ``view_a`` [B, d] is positive with row i of ``view_b`` and negative with every other
+    row of both views. ``labels`` [B] (e.g. intent ids) removes same-label rows from the negatives
+    (false-negative masking). Similarities are raw dot products divided by ``temperature``.
+    """
+    n = view_a.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=view_a.device)
+    cross = view_a @ view_b.t() / temperature
+    same_a = view_a @ view_a.t() / temperature
+    same_b = view_b @ view_b.t() / temperature
+    hidden = eye if labels is None else labels.unsqueeze(0) == labels.unsqueeze(1)
+    same_a = same_a.masked_fill(hidden, float("-inf"))
+    same_b = same_b.masked_fill(hidden, float("-inf"))
+    cross_masked = cross.masked_fill(hidden & ~eye, float("-inf"))
+    logits = torch.cat(
+        [torch.cat([cross_masked, same_a], dim=1), torch.cat([same_b, cross_masked.t()], dim=1)], dim=0
+    )
+    return F.cross_entropy(logits, torch.arange(2 * n, device=view_a.device))
+
+
+def random_sequence_views(item_seq, item_len, crop_ratio=0.2, mask_ratio=0.7, reorder_ratio=0.2):
+    """One CL4SRec-style augmented view per right-padded sequence: crop, mask or reorder.
+
+    Each row gets one of the three operators uniformly at random. Crop keeps a random contiguous
+    slice of max(1, ⌊crop_ratio·n⌋) items (moved to the front); mask sets ⌊mask_ratio·n⌋ random
+    items to 0 (padding, as the released ADARec/ICLRec code); reorder shuffles a random contiguous
+    slice of ⌊reorder_ratio·n⌋ items. Returns ``(view [B, L], view_len [B])``.
+    """
+    batch, width = item_seq.shape
+    device = item_seq.device
+    positions = torch.arange(width, device=device).expand(batch, width)
+    lengths = item_len.clamp(min=1)
+    real = positions < item_len.unsqueeze(1)
+
+    crop_len = (crop_ratio * lengths).floor().long().clamp(min=1)
+    crop_start = (torch.rand(batch, device=device) * (lengths - crop_len + 1)).floor().long()
+    crop_index = (crop_start.unsqueeze(1) + positions).clamp(max=width - 1)
+    cropped = item_seq.gather(1, crop_index) * (positions < crop_len.unsqueeze(1))
+
+    n_masked = (mask_ratio * item_len).floor().long()
+    scores = torch.rand(batch, width, device=device).masked_fill(~real, 2.0)
+    rank = scores.argsort(dim=1).argsort(dim=1)
+    masked = item_seq.masked_fill(rank < n_masked.unsqueeze(1), 0)
+
+    span = (reorder_ratio * item_len).floor().long()
+    start = (torch.rand(batch, device=device) * (item_len - span + 1).clamp(min=1)).floor().long()
+    inside = (positions >= start.unsqueeze(1)) & (positions < (start + span).unsqueeze(1))
+    keys = positions.float() + 0.5  # outside the slice: stay in place
+    keys = torch.where(inside, start.unsqueeze(1) + torch.rand(batch, width, device=device) * span.unsqueeze(1), keys)
+    reordered = item_seq.gather(1, keys.argsort(dim=1))
+
+    choice = torch.randint(0, 3, (batch, 1), device=device)
+    view = torch.where(choice == 0, cropped, torch.where(choice == 1, masked, reordered))
+    view_len = torch.where(choice.squeeze(1) == 0, crop_len, item_len)
+    return view, view_len
+
+
+def sample_negative_items(n_items, shape, exclude, max_tries=10):
+    """Uniform item ids in 1..n_items-1 of ``shape`` [B, ...], avoiding each row's ``exclude`` [B, M].
+
+    Rejected draws are redrawn up to ``max_tries`` times (then kept: with thousands of items this
+    virtually never happens). Row b of the result avoids the ids in ``exclude[b]`` (0 = none).
+    """
+    device = exclude.device
+    negatives = torch.randint(1, n_items, shape, device=device)
+    flat_exclude = exclude.reshape(exclude.shape[0], 1, -1)
+    for _ in range(max_tries):
+        flat = negatives.reshape(negatives.shape[0], -1, 1)
+        clash = (flat == flat_exclude).any(dim=-1).reshape(shape)
+        if not clash.any():
+            break
+        negatives = torch.where(clash, torch.randint(1, n_items, shape, device=device), negatives)
+    return negatives
+
+
+def semi_sinkhorn(log_scores, n_iters, valid=None, capped_columns=None):
+    """Semi-Sinkhorn projection: a non-negative matrix with every row and column sum <= 1.
+
+    Sinkhorn scaling of ``exp(log_scores)`` [..., R, C] where a row or column is rescaled only
+    when its mass exceeds 1 (``A ← A / max(1, rowsum)``, then ``A ← A / max(1, colsum)``), ``n_iters``
+    times, in the log domain. A row of little mass keeps it (a partial assignment, so a row may
+    end up empty: the "semi" doubly stochastic matrices). Entries outside ``valid`` (bool, same
+    shape, True = allowed) are 0. ``capped_columns`` (bool [..., C]; default all) marks the columns
+    whose sum is capped; an uncapped column (e.g. a "nothing" option) can take mass from every row.
+    The last step is a column step, which only shrinks entries, so both bounds hold on return.
+    """
+    log_a = log_scores if valid is None else log_scores.masked_fill(~valid, float("-inf"))
+    for _ in range(n_iters):
+        log_a = log_a - torch.logsumexp(log_a, dim=-1, keepdim=True).clamp(min=0)
+        column = torch.logsumexp(log_a, dim=-2, keepdim=True).clamp(min=0)
+        if capped_columns is not None:
+            column = column * capped_columns.unsqueeze(-2)
+        log_a = log_a - column
+    return log_a.exp()
+
+
+def straight_through(hard, soft):
+    """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
+    return hard + soft - soft.detach()
