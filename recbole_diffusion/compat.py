@@ -17,6 +17,10 @@ Workarounds, each with the upstream break it answers:
 - torch >= 2.6 loads with ``weights_only=True`` by default, which refuses RecBole's pickled
   ``Config`` inside checkpoints. Our trainer writes plain-data checkpoints instead (see
   ``recbole_diffusion.trainer``); :func:`load_checkpoint` is the one loader.
+- ``recbole/model/sequential_recommender/sine.py`` calls ``torch.autograd.set_detect_anomaly(True)``
+  at import, and importing any RecBole sequential model imports it: every backward pass of every
+  model then checks every gradient for NaN (measured: a quarter of a SASRec training step on
+  amazon-beauty). The module is imported here once and the anomaly mode put back as it was.
 - Known, harmless warnings that RecBole triggers on every run on this stack (the deprecated
   ``torch.cuda.amp.GradScaler``, pandas' chained-assignment notice, ``pkg_resources``) are
   silenced so that real warnings stay visible.
@@ -94,6 +98,21 @@ def _patch_scipy():
     sp.dok_matrix._update = _update
 
 
+def _undo_sine_anomaly_mode():
+    import sys
+
+    import torch
+
+    if "recbole.model.sequential_recommender.sine" in sys.modules:
+        # imported before us: the mode we find is SINE's, not the user's
+        torch.autograd.set_detect_anomaly(False)
+        return
+    was_enabled = torch.is_anomaly_enabled()
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (switches anomaly mode on)
+
+    torch.autograd.set_detect_anomaly(was_enabled)
+
+
 def _quiet_known_warnings():
     warnings.filterwarnings("ignore", message=r"(?s).*torch\.cuda\.amp\.GradScaler.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"(?s).*inplace method will never work.*", category=FutureWarning)
@@ -131,3 +150,4 @@ def apply():
     _patch_numpy()
     _patch_scipy()
     _quiet_known_warnings()
+    _undo_sine_anomaly_mode()

@@ -250,3 +250,17 @@ def test_no_ray_import(tiny_data, tmp_path):
     probe = "import sys, recbole_diffusion.quick_start, recbole.trainer; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("user_choice", [None, True])
+def test_recbole_sine_does_not_leave_anomaly_mode_on(tmp_path, user_choice):
+    """RecBole's sine.py switches autograd's anomaly mode on at import (a NaN check on every
+    gradient); after importing the plugin and RecBole's models it is as the user set it."""
+    before = "" if user_choice is None else f"torch.autograd.set_detect_anomaly({user_choice}); "
+    probe = (
+        f"import torch; {before}import recbole_diffusion; "
+        "from recbole.model.sequential_recommender import SASRec, SINE; "
+        "from recbole_diffusion.utils import get_model; get_model('SASRec'); print(torch.is_anomaly_enabled())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == str(bool(user_choice)), out.stderr[-2000:]
