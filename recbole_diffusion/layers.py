@@ -151,7 +151,8 @@ def semi_sinkhorn(log_scores, n_iters, valid=None, capped_columns=None):
     whose sum is capped; an uncapped column (e.g. a "nothing" option) can take mass from every row.
     The last step is a column step, which only shrinks entries, so both bounds hold on return.
     """
-    log_a = log_scores if valid is None else log_scores.masked_fill(~valid, float("-inf"))
+    # a large finite value, not -inf: an all-masked column would make logsumexp's gradient NaN
+    log_a = log_scores if valid is None else log_scores.masked_fill(~valid, -1e9)
     for _ in range(n_iters):
         log_a = log_a - torch.logsumexp(log_a, dim=-1, keepdim=True).clamp(min=0)
         column = torch.logsumexp(log_a, dim=-2, keepdim=True).clamp(min=0)
@@ -163,4 +164,4 @@ def semi_sinkhorn(log_scores, n_iters, valid=None, capped_columns=None):
 
 def straight_through(hard, soft):
     """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # exactly ``hard`` forward: soft - soft is exactly 0
