@@ -182,6 +182,8 @@ class ADARec(SequentialRecommender):
         ``cl_temperature``) with that prototype as the target; ELCRec's clustering regulariser
         (``cluster_weight``) also trains the prototypes. ``use_augmentation: False`` (no
         controller, diffusion or MoE) applies L_cont to h.
+    NOTE: Paper mode, L_rec is the full-softmax CE at every target (``rec_loss: ~`` = ce; the figure
+        names no form; the released BCE with one negative is ``rec_loss: bce``).
     NOTE: Paper mode, L_expl = -mean entropy of softmax(controller logits), the released loss (an
         exploration bonus); no depth cost is added.
     NOTE: Released mode follows the released code with its bugs fixed (prototypes initialised;
@@ -189,7 +191,8 @@ class ADARec(SequentialRecommender):
         fused score (RecBole's trainer; Adam is per-parameter, so only the stopping changes); the
         controller is per window in sequence training (as released: it reads the whole input
         sequence); the two views are encoded once and serve both contrastive losses (the
-        released code encodes them twice with fresh noise); a view's instance representation is
+        released code encodes them twice with fresh noise), in one encoder call with the batch's
+        clean and noised paths; a view's instance representation is
         its output at its last real position and its intent representation the mean over its
         real positions (the released code flattens / averages all 50 left-padded positions);
         negatives for BCE are uniform items outside the batch row's items (the released code
@@ -519,8 +522,8 @@ class ADARec(SequentialRecommender):
         return terms
 
     # ------------------------------------------------------------------ released mode
-    def _released_noised(self, expert, embedded, item_seq, item_len):
-        """H' = Enc(Σ_k p_k q_sample(E_0, D_k)) and the controller logits (one row per sequence)."""
+    def _released_mix(self, expert, embedded, item_len):
+        """E_mix = Σ_k p_k q_sample(E_0, D_k) and the controller logits (one row per sequence)."""
         n_depths = expert.depth_index.numel()
         if expert.controller is not None:
             logits = expert.controller(embedded)
@@ -530,10 +533,11 @@ class ADARec(SequentialRecommender):
             logits = None
             weights = embedded.new_full((embedded.size(0), n_depths), 1.0 / n_depths)
         mixed = sum(
-            weights[:, k, None, None] * self.diffusion.q_sample(embedded, expert.depth_index[k], noise=torch.randn_like(embedded))
+            weights[:, k, None, None]
+            * self.diffusion.q_sample(embedded, expert.depth_index[k], noise=torch.randn_like(embedded))
             for k in range(n_depths)
         )
-        return expert.encoder.encode(mixed, item_seq), logits
+        return mixed, logits
 
     def _released_loss_terms(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
@@ -541,10 +545,17 @@ class ADARec(SequentialRecommender):
         targets = self._targets(interaction)
         negatives = self._draw_negatives(item_seq, targets)
         real = (item_seq > 0).unsqueeze(-1)
-        rows = torch.arange(item_seq.size(0), device=item_seq.device)
+        batch = item_seq.size(0)
+        rows = torch.arange(batch, device=item_seq.device)
         w = self.loss_weights
+        # the batch and its two views go through each expert in one encoder call
+        sequences, lengths = [item_seq], [item_len]
         if w["instance"] > 0 or w["cont"] > 0:
-            views = [random_sequence_views(item_seq, item_len, *self.view_ratios) for _ in range(2)]
+            for _ in range(2):
+                view, view_len = random_sequence_views(item_seq, item_len, *self.view_ratios)
+                sequences.append(view)
+                lengths.append(view_len)
+        all_seq, all_len = torch.cat(sequences), torch.cat(lengths)
         terms = {}
 
         def add(name, value):
@@ -552,28 +563,25 @@ class ADARec(SequentialRecommender):
 
         for expert in self.experts:
             weight = expert.encoder.item_embedding.weight
-            embedded = expert.encoder.embed(item_seq)
-            clean = expert.encoder.encode(embedded, item_seq)
+            embedded = expert.encoder.embed(all_seq)
+            if self.use_augmentation:  # clean batch, then the noised batch and views (training mode)
+                mixed, logits = self._released_mix(expert, embedded, all_len)
+                hidden = expert.encoder.encode(torch.cat([embedded[:batch], mixed]), torch.cat([item_seq, all_seq]))
+                clean, noised, views = hidden[:batch], hidden[batch : 2 * batch], hidden[2 * batch :]
+            else:
+                hidden = expert.encoder.encode(embedded, all_seq)
+                clean, views = hidden[:batch], hidden[batch:]
             add("rec", self._rec_loss(clean, targets, negatives, weight))
             if self.use_augmentation:
-                noised, logits = self._released_noised(expert, embedded, item_seq, item_len)
                 if w["rec_noised"] > 0:
                     add("rec_noised", self._rec_loss(noised, targets, negatives, weight))
                 if w["deno"] > 0:
                     add("deno", ((noised - clean.detach()) * real).pow(2).sum() / real.sum())
                 if logits is not None and w["expl"] > 0:
-                    add("expl", self._exploration_loss(logits))
-            if w["instance"] > 0 or w["cont"] > 0:
-                encoded = []
-                for view, view_len in views:
-                    view_embedded = expert.encoder.embed(view)
-                    if self.use_augmentation:
-                        view_hidden, _ = self._released_noised(expert, view_embedded, view, view_len)
-                    else:
-                        view_hidden = expert.encoder.encode(view_embedded, view)
-                    encoded.append((view_hidden, view_len))
+                    add("expl", self._exploration_loss(logits[:batch]))
+            encoded = list(zip(views.split(batch), lengths[1:]))
             if w["instance"] > 0:
-                last = [hidden[rows, length - 1] for hidden, length in encoded]
+                last = [view_hidden[rows, length - 1] for view_hidden, length in encoded]
                 add("instance", info_nce(last[0], last[1], self.cl_temperature))
             if expert.prototypes is not None:
                 self._renormalise(expert.prototypes)
@@ -581,8 +589,8 @@ class ADARec(SequentialRecommender):
                 if w["cont"] > 0:
                     assigned = expert.prototypes[intent]
                     add("cont", sum(
-                        info_nce(_mean_over_real(hidden, length), assigned, self.cl_temperature, labels=intent)
-                        for hidden, length in encoded
+                        info_nce(_mean_over_real(view_hidden, length), assigned, self.cl_temperature, labels=intent)
+                        for view_hidden, length in encoded
                     ) / len(encoded))
                 if w["cluster"] > 0:
                     add("cluster", self._cluster_regulariser(query, expert.prototypes))
