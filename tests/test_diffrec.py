@@ -426,6 +426,8 @@ def test_ablation_switches_remove_the_embeddings(tiny_data, split):
         ("hidden_dropout_prob", 1.0, "hidden_dropout_prob"),
         ("hidden_size", 15, "hidden_size"),
         ("use_step_embedding", "yes", "use_step_embedding"),
+        ("embedding_init_std", 0.0, "embedding_init_std"),
+        ("embedding_init_std", -1.0, "embedding_init_std"),
     ],
 )
 def test_invalid_hyperparameters_fail_in_config(tiny_data, key, value, message):
@@ -494,3 +496,20 @@ def test_hyper_file_is_a_recbole_search_space():
 
     space = HyperTuning._build_space_from_file(os.path.join(REPO, "hyper", "DiffRec.hyper"))
     assert set(space) == {"hidden_dropout_prob", "attn_dropout_prob", "learning_rate", "n_inference_draws", "noise_schedule"}
+
+
+def test_embedding_init_std_sets_item_and_position_scale(tiny_data):
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.quick_start import build_model
+    from recbole_diffusion.utils import create_dataset, data_preparation
+
+    stds = {}
+    for value in (0.02, 1.0):
+        config = Config(model="DiffRec", config_dict=tiny_config(tiny_data, n_heads=2, embedding_init_std=value))
+        train_data, _, _ = data_preparation(config, create_dataset(config))
+        model = build_model(config, train_data)
+        stds[value] = (model.item_embedding.weight.std().item(), model.position_embedding.weight.std().item(),
+                       model.output_layer.weight.std().item())
+    for value, (item_std, position_std, output_std) in stds.items():
+        assert item_std == pytest.approx(value, rel=0.1) and position_std == pytest.approx(value, rel=0.2)
+        assert output_std == pytest.approx(0.02, rel=0.1)  # the layers keep initializer_range
