@@ -319,7 +319,12 @@ class ADARec(SequentialRecommender):
             make_betas(schedule, n_steps)
         except ValueError as exc:
             raise ConfigError(f"noise_schedule: {exc}") from None
-        integer("max_depth", 1, n_steps)
+        depth = get("max_depth")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= n_steps:
+            raise ConfigError(
+                f"max_depth: the deepest augmentation depth T_max must be an integer in 1..{n_steps} "
+                f"(n_diffusion_steps, the schedule's length); got {depth!r}"
+            )
         depths = get("released_depths")
         well_formed = isinstance(depths, (list, tuple)) and len(depths) >= 1 and all(
             isinstance(expert, (list, tuple)) and len(expert) >= 1 for expert in depths
