@@ -290,12 +290,10 @@ class ADARec(SequentialRecommender):
         """Fail at start, naming the option, for settings ADARec cannot run with."""
         get = config.final_config_dict.get
 
-        def integer(key, minimum, maximum=None):
+        def integer(key, minimum):
             value = get(key)
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-            if not ok or (maximum is not None and value > maximum):
-                bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-                raise ConfigError(f"{key}: must be an integer {bound}; got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
             return value
 
         def number(key, low, high=math.inf, low_open=False, high_open=False):
