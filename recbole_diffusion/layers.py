@@ -165,3 +165,47 @@ def semi_sinkhorn(log_scores, n_iters, valid=None, capped_columns=None):
 def straight_through(hard, soft):
     """``hard`` in the forward pass, the gradient of ``soft`` in the backward pass."""
     return hard + (soft - soft.detach())  # exactly ``hard`` forward: soft - soft is exactly 0
+
+
+# ----------------------------------------------------------------------------- variational heads
+class GaussianEncoder(torch.nn.Module):
+    """q(z | h) = N(μ(h), diag exp(logvar(h))): [L2-normalise →] dropout → Linear → tanh → Linear.
+
+    MultVAE's encoder shape (Liang et al. 2018), which i2VAE's authors use for all its latents.
+    Returns ``(mu, logvar)`` [..., latent_size]; logvar is clamped to [-10, 10] for stability.
+    """
+
+    def __init__(self, in_features, latent_size, hidden_size=None, input_dropout=0.0, normalize_input=True):
+        super().__init__()
+        hidden_size = hidden_size or 2 * latent_size
+        self.normalize_input = normalize_input
+        self.dropout = torch.nn.Dropout(input_dropout)
+        self.hidden = torch.nn.Linear(in_features, hidden_size)
+        self.out = torch.nn.Linear(hidden_size, 2 * latent_size)
+
+    def forward(self, h):
+        if self.normalize_input:
+            h = F.normalize(h, dim=-1)
+        mu, logvar = self.out(torch.tanh(self.hidden(self.dropout(h)))).chunk(2, dim=-1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+
+def reparameterize(mu, logvar, sample=True):
+    """z = μ + σ·ε with ε ~ N(0, I) when ``sample``, else μ (evaluation)."""
+    if not sample:
+        return mu
+    return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None):
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) of diagonal Gaussians, summed over the last dimension.
+
+    ``mu_p`` / ``logvar_p`` default to the standard normal prior. Shapes broadcast; the result has
+    the shape of the inputs without their last dimension.
+    """
+    if mu_p is None:
+        mu_p = torch.zeros_like(mu_q)
+    if logvar_p is None:
+        logvar_p = torch.zeros_like(logvar_q)
+    kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
+    return kl.sum(dim=-1)

@@ -20,7 +20,14 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
-from recbole_diffusion.data.groups import GroupCollector, group_results, sparse_user_thresholds
+from recbole_diffusion.data.groups import (
+    CrossDomainCollector,
+    GroupCollector,
+    cross_domain_long_tail,
+    cross_domain_results,
+    group_results,
+    sparse_user_thresholds,
+)
 
 CHECKPOINT_FORMAT = "recbole-diffusion/1"
 
@@ -56,14 +63,19 @@ class SafeCheckpointMixin:
     Also records wall-clock seconds of every training epoch and every evaluation
     (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports, and adds the
     sparse-user metrics of option ``sparse_users`` (``recbole_diffusion/data/groups.py``) to
-    every evaluation result.
+    every evaluation result, and on a cross-domain dataset the per-domain, per-group metrics
+    (``docs/cross-domain.md``).
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.epoch_seconds, self.eval_seconds = [], []
         self.sparse_users = sparse_user_thresholds(config)
-        if self.sparse_users:
+        # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
+        self.cross_domain_long_tail = cross_domain_long_tail(config)
+        if self.cross_domain_long_tail is not None:
+            self.eval_collector = CrossDomainCollector(config)
+        elif self.sparse_users:
             self.eval_collector = GroupCollector(config)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -124,6 +136,9 @@ class SafeCheckpointMixin:
                 raise ValueError("sparse_users: this evaluation dataloader was not built by recbole_diffusion.utils.data_preparation")
             collector = self.eval_collector
             result.update(group_results(self.evaluator, collector.last_struct, collector.last_users, history, self.sparse_users))
+        if self.cross_domain_long_tail is not None and result is not None:
+            names = eval_data._dataset.domain_display_names
+            result.update(cross_domain_results(self.evaluator, self.eval_collector, names, self.cross_domain_long_tail))
         return result
 
 

@@ -189,6 +189,10 @@ def _dataset_class(config):
     own = getattr(plugin_data, config["model"] + "Dataset", None)
     if own is not None:
         return own
+    from recbole_diffusion.data.cross_domain import CrossDomainSequentialDataset, cross_domain_options
+
+    if cross_domain_options(config) is not None:  # domain_field / dataset_domain: docs/cross-domain.md
+        return CrossDomainSequentialDataset
     recbole_datasets = importlib.import_module("recbole.data.dataset")
     if not is_plugin_model(config.model_class) and hasattr(recbole_datasets, config["model"] + "Dataset"):
         return getattr(recbole_datasets, config["model"] + "Dataset")
@@ -242,8 +246,13 @@ def data_preparation(config, dataset):
             return recbole_get_dataloader(config, phase)
         return FullSortEvalDataLoader if config["eval_args"]["mode"][phase] == "full" else NegSampleEvalDataLoader
 
-    valid_data = eval_loader("valid")(config, valid_dataset, valid_sampler, shuffle=False)
-    test_data = eval_loader("test")(config, test_dataset, test_sampler, shuffle=False)
+    valid_cls, test_cls = eval_loader("valid"), eval_loader("test")
+    if getattr(dataset, "cross_domain", None) is not None:  # ranked over the target domain's items
+        from recbole_diffusion.data.cross_domain import domain_candidate_loader
+
+        valid_cls, test_cls = domain_candidate_loader(valid_cls), domain_candidate_loader(test_cls)
+    valid_data = valid_cls(config, valid_dataset, valid_sampler, shuffle=False)
+    test_data = test_cls(config, test_dataset, test_sampler, shuffle=False)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         from recbole_diffusion.data.groups import train_history_lengths
 

@@ -87,11 +87,82 @@ def group_results(evaluator, struct, users, history_length, thresholds):
         extra[group_key("users", threshold)] = int(rows.sum())
         if not rows.any():
             continue
-        subset = type(struct)()
-        for key, value in struct._data_dict.items():
-            if key in ROW_KEYS and torch.is_tensor(value) and value.size(0) == n_rows:
-                value = value[rows]
-            subset.set(key, value)
-        for key, value in evaluator.evaluate(subset).items():
+        for key, value in subset_results(evaluator, struct, rows, n_rows).items():
             extra[group_key(key, threshold)] = value
+    return extra
+
+
+def subset_results(evaluator, struct, rows, n_rows):
+    """RecBole's metrics on the collected rows selected by the boolean mask ``rows``."""
+    subset = type(struct)()
+    for key, value in struct._data_dict.items():
+        if key in ROW_KEYS and torch.is_tensor(value) and value.size(0) == n_rows:
+            value = value[rows]
+        subset.set(key, value)
+    return evaluator.evaluate(subset)
+
+
+# ----------------------------------------------------------------------------- cross-domain groups
+# On a cross-domain dataset (option domain_field or dataset_domain, docs/cross-domain.md) every
+# evaluation also reports each metric per target domain and user group, under keys like
+# ``ndcg@10 (cloth, cold-start)`` and ``users (cloth, cold-start)``. A sample's group is fixed by
+# its number of target-domain history items, so every model on the two-domain file or on a
+# per-domain file is scored on the same users.
+CROSS_DOMAIN_GROUPS = ("all", "cold-start", "long-tailed")
+
+
+def cross_domain_long_tail(config):
+    """``long_tail_length`` of a cross-domain dataset (checked), or ``None`` for other data."""
+    from recbole_diffusion.data.cross_domain import cross_domain_options
+
+    options = cross_domain_options(config)
+    return None if options is None else options["long_tail_length"]
+
+
+def cross_domain_group_key(key, domain, group):
+    return f"{key} ({domain}, {group})"
+
+
+class CrossDomainCollector(GroupCollector):
+    """:class:`GroupCollector` that also remembers each row's target domain and its number of
+    target-domain history items."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
+
+        self.row_fields = (TARGET_DOMAIN, DOMAIN_HISTORY)
+        self._rows = {name: [] for name in self.row_fields}
+        self.last_rows = None
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        for name in self.row_fields:
+            self._rows[name].append(interaction[name].cpu())
+
+    def get_data_struct(self):
+        struct = super().get_data_struct()
+        self.last_rows = {name: torch.cat(values) if values else torch.zeros(0, dtype=torch.long) for name, values in self._rows.items()}
+        self._rows = {name: [] for name in self.row_fields}
+        return struct
+
+
+def cross_domain_results(evaluator, collector, names, long_tail_length):
+    """RecBole's metrics per target domain (``names`` by domain index) and per group of
+    ``CROSS_DOMAIN_GROUPS``, from the last evaluation a :class:`CrossDomainCollector` collected."""
+    from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
+
+    domains, history = collector.last_rows[TARGET_DOMAIN], collector.last_rows[DOMAIN_HISTORY]
+    extra = {}
+    for index, name in enumerate(names):
+        in_domain = domains == index
+        groups = {"all": in_domain, "cold-start": in_domain & (history == 0),
+                  "long-tailed": in_domain & (history >= 1) & (history <= long_tail_length)}
+        for group in CROSS_DOMAIN_GROUPS:
+            rows = groups[group]
+            extra[cross_domain_group_key("users", name, group)] = int(rows.sum())
+            if not rows.any():
+                continue
+            for key, value in subset_results(evaluator, collector.last_struct, rows, len(domains)).items():
+                extra[cross_domain_group_key(key, name, group)] = value
     return extra
