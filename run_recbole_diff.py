@@ -8,7 +8,12 @@ Any other ``--key=value`` overrides a config option, as in RecBole.
 
 import sys
 
-from recbole_diffusion.cli import main
-
 if __name__ == "__main__":
+    try:
+        from recbole_diffusion.cli import main  # importing the package checks the installed versions
+    except ImportError as exc:
+        if type(exc).__name__ != "IncompatibleEnvironment":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main(sys.argv[1:]))

@@ -264,3 +264,14 @@ def test_recbole_sine_does_not_leave_anomaly_mode_on(tmp_path, user_choice):
     )
     out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == str(bool(user_choice)), out.stderr[-2000:]
+
+
+def test_runner_reports_an_incompatible_stack_in_one_paragraph(tmp_path):
+    """The version check runs when the package is imported, before the CLI's own error handling."""
+    probe = (
+        "import pandas, runpy, sys; pandas.__version__ = '3.0.0'; sys.argv = ['run_recbole_diff.py']; "
+        f"runpy.run_path({os.path.join(REPO, 'run_recbole_diff.py')!r}, run_name='__main__')"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith("error: pandas 3.0.0 is installed") and "Traceback" not in out.stderr
