@@ -396,6 +396,14 @@ def split_group_key(key):
     return key, None
 
 
+def group_title(group):
+    """Words for a user-group key: ``history<=3`` (option ``sparse_users``) or ``cloth, cold-start``
+    (cross-domain groups, recbole_diffusion/data/groups.py)."""
+    if group.startswith("history<="):
+        return f"users with at most {group[len('history<='):]} training interactions (option `sparse_users`)"
+    return f"group `{group}` (cross-domain dataset: domain, user group)"
+
+
 def metric_columns(records, group=None):
     """Test-metric keys (of user group ``group``, or of all users) present in the ok records,
     ordered HR, NDCG, others; each by k."""
@@ -526,8 +534,7 @@ def render_section(state):
                 groups.append(group)
     for group in groups:
         group_metrics = metric_columns(ok, group)
-        lines.append(f"Test metrics of the users with {group.replace('history', 'training history ')} interactions "
-                     "(option `sparse_users`; same checkpoints as above):")
+        lines.append(f"Test metrics of the users: {group_title(group)} (same checkpoints as above):")
         lines.append("")
         group_header = ["Model", "Users", *[metric_title(k) for k in group_metrics]]
         lines.append("| " + " | ".join(group_header) + " |")

@@ -156,13 +156,14 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     assert "hidden_size=32" in body2  # --set wins over the CPU protocol
     # sparse-user metrics get a table of their own, not extra columns in the main one
     assert "Users" not in body2.split("Test metrics of the users")[0]
-    group_table = body2.split("users with training history <=27 interactions")[1]
+    group_table = body2.split("users with at most 27 training interactions")[1]
     group_row = [line for line in group_table.splitlines() if line.startswith("| `GRU4Rec`")][0]
     cells = [c.strip() for c in group_row.strip("|").split("|")]
     raw2 = json.loads((tmp_path / "results" / f"{tiny_data[1]}-second.json").read_text())
     test2 = raw2["records"][0]["test_result"]
     assert int(cells[1]) == test2["users (history<=27)"] > 0
     assert cells[2:] == [f"{test2[f'{m}@{k} (history<=27)']:.4f}" for m in ("hit", "ndcg") for k in (5, 10, 20)]
+    assert runner.group_title("cloth, cold-start") == "group `cloth, cold-start` (cross-domain dataset: domain, user group)"
 
 
 def test_sigterm_stops_the_worker_and_marks_the_section_incomplete(tiny_data, tmp_path):
