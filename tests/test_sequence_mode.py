@@ -117,3 +117,32 @@ def test_builtin_without_adapter_is_refused_in_sequence_mode(tiny_data):
 
     with pytest.raises(ConfigError, match="train_mode=prefix"):
         build(tiny_data, model="NARM", train_mode="sequence")
+
+
+@pytest.mark.parametrize("rows", [1, 64, 200])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_chunked_full_softmax_ce_equals_cross_entropy(rows, with_bias, reduction):
+    import torch.nn.functional as F
+
+    from recbole_diffusion.layers import full_softmax_ce
+
+    gen = torch.Generator().manual_seed(rows)
+    hidden = torch.randn(rows, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(300, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(300, generator=gen, dtype=torch.float64, requires_grad=True) if with_bias else None
+    targets = torch.randint(1, 300, (rows,), generator=gen)
+    upstream = torch.tensor(1.7, dtype=torch.float64)
+
+    def grads(loss):
+        inputs = [hidden, weight] + ([bias] if with_bias else [])
+        return torch.autograd.grad(loss * upstream, inputs)
+
+    logits = hidden @ weight.t() + (bias if with_bias else 0)
+    expected = F.cross_entropy(logits, targets, reduction=reduction)
+    got = full_softmax_ce(hidden, weight, targets, bias, reduction=reduction)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-10)
+    for g_got, g_expected in zip(grads(full_softmax_ce(hidden, weight, targets, bias, reduction=reduction)), grads(expected)):
+        assert torch.allclose(g_got, g_expected, rtol=1e-9, atol=1e-12)
+    with torch.no_grad():  # no gradient wanted: the loss alone
+        assert torch.allclose(full_softmax_ce(hidden, weight, targets, bias, reduction=reduction), expected, rtol=1e-10)
