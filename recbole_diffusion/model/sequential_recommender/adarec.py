@@ -36,6 +36,7 @@ from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, Sinusoidal
 from recbole_diffusion.layers import (
     SoftmaxGate,
     causal_padding_mask,
+    full_softmax_ce,
     info_nce,
     random_sequence_views,
     sample_negative_items,
@@ -380,7 +381,7 @@ class ADARec(SequentialRecommender):
         """L_rec over the valid positions: full-softmax CE or BCE with one negative per target."""
         valid = targets > 0
         if self.rec_loss == "ce":
-            return F.cross_entropy(hidden[valid] @ item_weight.t(), targets[valid])
+            return full_softmax_ce(hidden[valid], item_weight, targets[valid])
         hidden = hidden[valid]
         positive = (hidden * item_weight[targets[valid]]).sum(-1)
         negative = (hidden * item_weight[negatives[valid]]).sum(-1)

@@ -29,7 +29,7 @@ from torch import nn
 
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas
-from recbole_diffusion.layers import causal_padding_mask
+from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce
 from recbole_diffusion.utils import ConfigError
 
 __all__ = ["DiffRec", "StepImportanceSampler", "two_stream_encode"]
@@ -603,8 +603,7 @@ class DiffRec(SequentialRecommender):
         one L_n per sequence (the mean over its targets) goes to the step sampler's history.
         """
         mse = (predicted - clean_target).pow(2).sum(dim=-1)
-        logits = self.output_layer(predicted)
-        rec = F.cross_entropy(logits, target)
+        rec = full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
         diffusion_loss = (weights[sequence_index] * mse).mean()
         if self.training:
             n_sequences = steps.size(0)
