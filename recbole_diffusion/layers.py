@@ -237,13 +237,16 @@ class GaussianEncoder(torch.nn.Module):
     """q(z | h) = N(μ(h), diag exp(logvar(h))): [L2-normalise →] dropout → Linear → tanh → Linear.
 
     MultVAE's encoder shape (Liang et al. 2018), which i2VAE's authors use for all its latents.
-    Returns ``(mu, logvar)`` [..., latent_size]; logvar is clamped to [-10, 10] for stability.
+    Returns ``(mu, logvar)`` [..., latent_size]; by default logvar is the raw output clamped to
+    [-10, 10] for stability; ``log_variance`` (a function of the raw output, e.g.
+    :func:`bounded_log_variance`) replaces that clamp.
     """
 
-    def __init__(self, in_features, latent_size, hidden_size=None, input_dropout=0.0, normalize_input=True):
+    def __init__(self, in_features, latent_size, hidden_size=None, input_dropout=0.0, normalize_input=True, log_variance=None):
         super().__init__()
         hidden_size = hidden_size or 2 * latent_size
         self.normalize_input = normalize_input
+        self.log_variance = log_variance
         self.dropout = torch.nn.Dropout(input_dropout)
         self.hidden = torch.nn.Linear(in_features, hidden_size)
         self.out = torch.nn.Linear(hidden_size, 2 * latent_size)
@@ -251,8 +254,21 @@ class GaussianEncoder(torch.nn.Module):
     def forward(self, h):
         if self.normalize_input:
             h = F.normalize(h, dim=-1)
-        mu, logvar = self.out(torch.tanh(self.hidden(self.dropout(h)))).chunk(2, dim=-1)
-        return mu, logvar.clamp(-10.0, 10.0)
+        mu, raw = self.out(torch.tanh(self.hidden(self.dropout(h)))).chunk(2, dim=-1)
+        if self.log_variance is not None:
+            return mu, self.log_variance(raw)
+        return mu, raw.clamp(-10.0, 10.0)
+
+
+def bounded_log_variance(raw, floor=0.1, scale=0.9, cap=0.4):
+    """log σ² of σ = exp(floor + scale·softplus(min(raw, cap))) (CDRIB's parameterisation, which
+    i2VAE's authors use for every latent and prior).
+
+    σ lies in [exp(floor), exp(floor + scale·softplus(cap))] (defaults: [1.105, 2.51]), so no
+    posterior gets narrow and a KL between two of them stays bounded by its mean term. As in
+    the authors' ``clamp_max``, ``raw`` above ``cap`` gets no gradient.
+    """
+    return 2.0 * (floor + scale * F.softplus(raw.clamp(max=cap)))
 
 
 def reparameterize(mu, logvar, sample=True):

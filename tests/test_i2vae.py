@@ -143,6 +143,8 @@ def test_needs_a_two_domain_dataset(tmp_path, in_tmp_dir):
                 load_col={"inter": ["user_id", "item_id", "timestamp"]})
     with pytest.raises(ConfigError, match="n_pseudo_items"):
         prepare(data, model="i2VAE", n_pseudo_items=-1)
+    with pytest.raises(ConfigError, match="posterior_scale must be 'clamped'"):
+        prepare(data, model="i2VAE", posterior_scale="cdrib")
 
 
 def test_quick_run_reports_per_domain_groups(two_domain, in_tmp_dir, one_thread):
@@ -155,3 +157,89 @@ def test_quick_run_reports_per_domain_groups(two_domain, in_tmp_dir, one_thread)
             assert test[f"users ({name}, {group})"] > 0
             assert 0.0 <= test[f"hit@10 ({name}, {group})"] <= 1.0
     assert len(result["epoch_seconds"]) == 2
+
+
+# ----------------------------------------------------------------------------- posterior scale (issue 8 follow-up)
+def set_raw_scale_bias(model, value):
+    """Every Gaussian head's raw scale output (second half of ``out``) shifted to ``value``."""
+    from recbole_diffusion.layers import GaussianEncoder
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, GaussianEncoder):
+                module.out.bias[module.out.out_features // 2 :] = value
+
+
+def test_bounded_log_variance_is_the_authors_sigma():
+    from recbole_diffusion.layers import bounded_log_variance
+
+    raw = torch.tensor([-1e4, -3.0, 0.0, 0.4, 5.0])
+    sigma = torch.exp(0.1 + 0.9 * torch.nn.functional.softplus(raw.clamp(max=0.4)))
+    torch.testing.assert_close(bounded_log_variance(raw), 2 * sigma.log())
+    assert bounded_log_variance(raw).min() >= 0.2 - 1e-6  # σ >= exp(0.1)
+
+
+def test_narrow_posteriors_keep_the_regularizers_bounded(two_domain, in_tmp_dir, one_thread):
+    """posterior_scale=authors, heads pushed to their narrowest (raw scale -100): log σ² stays at the floor 2·0.1, and the
+    KL between two posteriors (denoising, cross-domain) grows by the variance ratio of the floor
+    (< 10x), not by e^10 as with the former log σ² clamp at -10."""
+    _, _, model, train, _ = build(two_domain, posterior_scale="authors")
+    model.eval()  # no dropout, z = μ
+    batch = next(iter(train))
+    terms = {}
+    for raw in (0.0, -100.0):
+        set_raw_scale_bias(model, raw)
+        with torch.no_grad():
+            terms[raw] = model.loss_terms(batch)
+            for domain, _, latents in model.domain_parts(batch):
+                for key in ("specific", "augmented", "transfer", "transfer_prior"):
+                    assert latents[key][1].min() >= 0.2 - 1e-5, (raw, domain, key)
+    for name in ("denoising", "cross_domain"):
+        normal, narrow = terms[0.0][name].sum(), terms[-100.0][name].sum()
+        assert normal > 0, name
+        assert narrow < 10 * normal, (name, float(narrow), float(normal))
+        assert torch.isfinite(terms[-100.0][name]).all()
+
+
+def test_learnable_prior_of_specific_latents(two_domain, in_tmp_dir, one_thread):
+    """The authors' prior N(μ_p, σ(r_p)) per domain: μ_p learns; r_p = 1 sits above the clamp at
+    0.4 and, as in their code, gets no gradient. The default (clamped) has N(0, I) priors and no such parameters."""
+    _, _, clamped, _, _ = build(two_domain)
+    assert not hasattr(clamped, "prior_mu")
+    _, _, model, train, _ = build(two_domain, posterior_scale="authors")
+    model.train()
+    model.calculate_loss(next(iter(train))).backward()
+    assert (model.prior_mu.grad.abs() > 0).all()
+    assert torch.equal(model.prior_raw_log_sigma.grad, torch.zeros(2))
+    model.eval()
+    batch = next(iter(train))
+    with torch.no_grad():
+        kl_a = model.loss_terms(batch)["kl"]
+        model.prior_mu.add_(0.5)
+        kl_b = model.loss_terms(batch)["kl"]
+    assert not torch.allclose(kl_a, kl_b)
+
+
+# ----------------------------------------------------------------------------- length-bucketed encoding
+def test_bucketed_encoding_equals_encoding_each_row_alone(two_domain, in_tmp_dir, one_thread):
+    """Rows are encoded in groups of similar length cut to their own width; each row's states at
+    its real positions must equal those of the row encoded alone, and empty rows give 0."""
+    _, _, model, train, _ = build(two_domain, MAX_ITEM_LIST_LENGTH=10)
+    model.eval()
+    batch = next(iter(train))
+    for domain in range(2):
+        seq = batch[model.DOMAIN_SEQ[domain]]
+        seq = torch.cat([seq, torch.zeros(2, seq.size(1), dtype=seq.dtype)])  # two empty rows
+        lengths = (seq > 0).sum(1)
+        assert len(set(lengths.tolist())) > 3  # several groups, several widths
+        with torch.no_grad():
+            states, mask, mean = model.encode_sequence(domain, seq)
+            for row in range(len(seq)):
+                n = int(lengths[row])
+                if n == 0:
+                    assert torch.equal(mean[row], torch.zeros_like(mean[row]))
+                    continue
+                alone, _, alone_mean = model.encode_sequence(domain, seq[row : row + 1, :n])
+                torch.testing.assert_close(states[row, :n], alone[0], atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(mean[row], alone_mean[0], atol=1e-5, rtol=1e-5)
+        assert torch.equal(mask, (seq > 0)[:, : mask.size(1)])
