@@ -26,6 +26,42 @@ class DataError(RecBoleDiffusionError):
     """A dataset is missing or an atomic file is malformed."""
 
 
+class OptionChecks:
+    """Typed checks of a model's options for ``check_config``; each returns the value or raises
+    a ``ConfigError`` that names the option and what it allows."""
+
+    def __init__(self, config):
+        self.get = config.final_config_dict.get
+
+    def integer(self, key, minimum):
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
+        return value
+
+    def number(self, key, low, high=float("inf"), low_open=False, high_open=False):
+        """A finite number in [low, high] (an open end with ``low_open`` / ``high_open``)."""
+        import math
+
+        value = self.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not ok:
+            bound = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            raise ConfigError(f"{key}: must be a number in {bound}; got {value!r}")
+        return value
+
+    def boolean(self, key):
+        if not isinstance(self.get(key), bool):
+            raise ConfigError(f"{key}: must be True or False; got {self.get(key)!r}")
+        return self.get(key)
+
+    def choice(self, key, allowed):
+        if self.get(key) not in allowed:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}; got {self.get(key)!r}")
+        return self.get(key)
+
+
 _PLUGIN_MODEL_PACKAGE = "recbole_diffusion.model.sequential_recommender"
 _RECBOLE_MODEL_PACKAGES = [
     "general_recommender",

@@ -21,7 +21,6 @@ Only the abstract and the framework figure of the paper are available; the autho
   scores are averaged.
 """
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +41,7 @@ from recbole_diffusion.layers import (
     sample_negative_items,
     weighted_pool,
 )
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.utils import ConfigError, OptionChecks
 
 __all__ = ["ADARec"]
 
@@ -289,27 +288,8 @@ class ADARec(SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Fail at start, naming the option, for settings ADARec cannot run with."""
-        get = config.final_config_dict.get
-
-        def integer(key, minimum):
-            value = get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
-            return value
-
-        def number(key, low, high=math.inf, low_open=False, high_open=False):
-            value = get(key)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-            ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-            if not ok:
-                bound = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-                raise ConfigError(f"{key}: must be a number in {bound}; got {value!r}")
-            return value
-
-        def choice(key, allowed):
-            if get(key) not in allowed:
-                raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}; got {get(key)!r}")
-            return get(key)
+        checks = OptionChecks(config)
+        get, integer, number, choice = checks.get, checks.integer, checks.number, checks.choice
 
         mode = choice("adarec_mode", MODES)
         n_steps = integer("n_diffusion_steps", 1)

@@ -17,8 +17,6 @@ step from pure noise, probabilities averaged over seeded draws (Algorithm 3), or
 reverse chain (Algorithm 2).
 """
 
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -30,7 +28,7 @@ from torch import nn
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas
 from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.utils import ConfigError, OptionChecks
 
 __all__ = ["DiffRec", "StepImportanceSampler", "two_stream_encode"]
 
@@ -359,31 +357,8 @@ class DiffRec(SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Refuse impossible hyperparameters before any data is read."""
-        get = config.final_config_dict.get
-
-        def integer(key, minimum):
-            value = get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
-            return value
-
-        def number(key, low, high, high_open=False):
-            value = get(key)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and low <= value and (value < high if high_open else value <= high)
-            if not ok:
-                bound = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-                raise ConfigError(f"{key}: must be a number in {bound}; got {value!r}")
-            return value
-
-        def boolean(key):
-            if not isinstance(get(key), bool):
-                raise ConfigError(f"{key}: must be True or False; got {get(key)!r}")
-
-        def choice(key, allowed):
-            if get(key) not in allowed:
-                raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got {get(key)!r}")
-            return get(key)
+        checks = OptionChecks(config)
+        get, integer, number, boolean, choice = checks.get, checks.integer, checks.number, checks.boolean, checks.choice
 
         n_steps = integer("n_diffusion_steps", 1)
         schedule = choice("noise_schedule", SCHEDULES)
