@@ -21,7 +21,6 @@ Only the abstract and the framework figure of the paper are available; the autho
   scores are averaged.
 """
 
-
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
