@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
+from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.utils import InputType
 from torch import nn
 
@@ -413,13 +414,8 @@ class DiffRec(SequentialRecommender):
         item and position embeddings: normal(0, embedding_init_std)."""
         if module is self.item_embedding or module is self.position_embedding:
             module.weight.data.normal_(mean=0.0, std=self.embedding_init_std)
-        elif isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        else:
+            SASRec._init_weights(self, module)
 
     # ------------------------------------------------------------------ DSR building blocks
     def _embed(self, token_emb, positions, steps):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.general_recommender.lightgcn import LightGCN
 from recbole.model.layers import TransformerEncoder
+from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.utils import InputType
 from torch import nn
 
@@ -300,14 +301,7 @@ class i2VAE(SequentialRecommender):
         if config["hidden_size"] % config["n_cross_heads"]:
             raise ConfigError(f"n_cross_heads ({config['n_cross_heads']}) must divide hidden_size ({config['hidden_size']})")
 
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+    _init_weights = SASRec._init_weights  # RecBole's: normal(0, initializer_range), zero biases
 
     # ------------------------------------------------------------------ encoders
     def encode_sequence(self, domain, item_seq):
