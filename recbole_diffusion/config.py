@@ -121,11 +121,10 @@ class Config(RecBoleConfig):
             )
         if mode == "sequence" and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("train_mode=sequence is only for sequential models")
-        if self.final_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL or self.final_config_dict.get("sparse_users"):
-            from recbole_diffusion.data.groups import sparse_user_thresholds
+        from recbole_diffusion.data.groups import sparse_user_thresholds
 
-            if sparse_user_thresholds(self) and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
-                raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
+        if sparse_user_thresholds(self) and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
             check(self)
