@@ -154,9 +154,11 @@ def resolve(args):
             raise UsageError(f"--set: give {reserved} with --models / --dataset / --data_path")
     per_model = parse_model_args(args.model_args, entries)
     for label, settings in per_model.items():
-        for reserved in ("model", "dataset", "data_path"):
+        for reserved in ("model", "data_path"):
             if reserved in settings:
                 raise UsageError(f"--model_args {label}: {reserved} cannot differ between models of one run")
+        if "dataset" in settings and not SECTION_RE.match(settings["dataset"]):
+            raise UsageError(f"--model_args {label}: dataset={settings['dataset']!r} is not a dataset name")
     section = args.section or "-".join(labels)
     if not SECTION_RE.match(section):
         raise UsageError(f"--section: {section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
@@ -179,7 +181,11 @@ def resolve(args):
     data_path = os.path.abspath(args.data_path) if args.data_path else None
     for entry in entries:
         entry["overrides"] = {**common, **per_model[entry["label"]]}
-        entry["config_dict"] = {**({"data_path": data_path} if data_path else {}), **entry["overrides"]}
+        # a model may run on another dataset of the same protocol (a one-domain view of a
+        # cross-domain dataset, say); the results still go to the run's --dataset file
+        entry["dataset"] = entry["overrides"].get("dataset", args.dataset)
+        settings = {k: v for k, v in entry["overrides"].items() if k != "dataset"}
+        entry["config_dict"] = {**({"data_path": data_path} if data_path else {}), **settings}
     return {
         "entries": entries,
         "section": section,
@@ -276,7 +282,7 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
         os.remove(result_file)
     job = {
         "model": entry["model"],
-        "dataset": dataset,
+        "dataset": entry.get("dataset", dataset),
         "config_file_list": [protocol_file, *plan["config_files"]],
         "config_dict": config_dict,
         "result_file": result_file,
@@ -291,7 +297,8 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
     record = {
-        "label": entry["label"], "model": entry["model"], "overrides": entry["overrides"], "log_file": log_file,
+        "label": entry["label"], "model": entry["model"], "dataset": job["dataset"],
+        "overrides": entry["overrides"], "log_file": log_file,
         "started": now_utc(), "load_start": load_average(),
     }
     start = time.perf_counter()
@@ -484,6 +491,13 @@ def render_section(state):
         f"{state['load_start']} at start, {state['load_end'] if state['load_end'] is not None else '–'} at end "
         "(other jobs on the machine slow every timing).",
     ]
+    other_datasets = [(r["label"], r["dataset"]) for r in records if r.get("dataset", state["dataset"]) != state["dataset"]]
+    if other_datasets:
+        lines.append(
+            "- Datasets: every model on `" + state["dataset"] + "` except "
+            + ", ".join(f"{label} on `{name}`" + (f" (`{dataset_yaml(name)}`)" if dataset_yaml(name) else "") for label, name in other_datasets)
+            + " (`--model_args LABEL:dataset=NAME`); compare them only where the datasets share users, split and candidates."
+        )
     if reference is None:
         lines.append("- Time ratios: no SASRec in this run and no `--reference`, so no ratios.")
     elif reference in pending:

@@ -60,6 +60,27 @@ def test_bad_arguments_are_refused(argv, message):
         plan_for(*argv)
 
 
+def test_a_model_may_run_on_another_dataset_and_the_section_says_so():
+    plan = plan_for("--models", "SASRec", "SASRec@cloth", "--model_args", "SASRec@cloth:dataset=cloth-sport-cloth,epochs=2")
+    entries = {entry["label"]: entry for entry in plan["entries"]}
+    assert entries["SASRec"]["dataset"] == "x"
+    assert entries["SASRec@cloth"]["dataset"] == "cloth-sport-cloth"
+    assert "dataset" not in entries["SASRec@cloth"]["config_dict"]  # the worker gets it as the job's dataset
+    assert entries["SASRec@cloth"]["overrides"]["dataset"] == "cloth-sport-cloth"  # shown with the settings
+    with pytest.raises(runner.UsageError, match="data_path cannot differ"):
+        plan_for("--models", "SASRec", "--model_args", "SASRec:data_path=/elsewhere")
+    with pytest.raises(runner.UsageError, match="not a dataset name"):
+        plan_for("--models", "SASRec", "--model_args", "SASRec:dataset=../x")
+    # a committed run's state, rendered with one record moved to another dataset
+    with open(os.path.join(REPO, "benchmarks", "results", "amazon-beauty-adarec-20-epochs.json"), encoding="utf-8") as handle:
+        state = json.load(handle)
+    state["labels"] = [record["label"] for record in state["records"]]  # not in the JSON
+    assert "- Datasets:" not in runner.render_section(state)
+    state["records"][1]["dataset"] = "cloth-sport-cloth"
+    label = state["records"][1]["label"]
+    assert f"- Datasets: every model on `amazon-beauty` except {label} on `cloth-sport-cloth`" in runner.render_section(state)
+
+
 # ----------------------------------------------------------------------------- results file
 def test_replace_section_keeps_other_sections_and_refuses_broken_markers():
     text = runner.FILE_HEADER.format(dataset="d")
