@@ -37,5 +37,10 @@ setup(
         "scipy>=1.9",
         "matplotlib>=3.5",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # benchmarks/curve.py's plots
+        "plot": ["matplotlib>=3.5"],
+        # tests/test_curve.py draws a plot
+        "test": ["pytest>=7", "matplotlib>=3.5"],
+    },
 )
