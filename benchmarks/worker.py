@@ -48,6 +48,11 @@ SETTINGS_KEYS = (
     "stopping_step",
     "valid_metric",
     "seed",
+    # what tells one plugin model's variants apart in a curve or an ablation
+    "train_noise_ratio",
+    "augmentation",
+    "backbone",
+    "adarec_mode",
 )
 
 
