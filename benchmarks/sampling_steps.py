@@ -1,0 +1,352 @@
+"""Evaluate one trained checkpoint at several numbers of sampling steps S and write a section.
+
+    python benchmarks/sampling_steps.py --checkpoint=benchmarks/logs/amazon-beauty-dreamrec/DreamRec/saved/X.pth \\
+        --steps 500 50 10 --section=dreamrec-sampling-steps --threads=1
+
+For a model with the option ``n_sample_steps`` (DreamRec: S < T runs the shared strided sampler),
+this restores the checkpoint (read with ``weights_only=True``; its stored configuration rebuilds
+the data, ``--data_path`` tells where the data lies now) and evaluates the same weights once per
+S, with ``n_sample_steps=S`` in the model's configuration and the project's Trainer: the full-sort
+evaluation that training and ``benchmarks/run.py`` use, with the metrics of the dataset's YAML.
+Every S draws its noise from the model's seeded evaluation generator, from the same seed.
+
+It writes (replaces) the section ``--section`` of ``benchmarks/results/<dataset>.md`` and the raw
+numbers in ``benchmarks/results/<dataset>-<section>.json`` with ``run.py``'s markers, lock and
+atomic writes; ``<dataset>`` is the checkpoint's dataset unless ``--dataset_name_for_results``
+names another file. The table has one row per S, in the order given: HR@10, NDCG@10, NDCG@20 of
+the split, the wall seconds of one whole evaluation (the median of ``--repeats`` runs; rounds go
+over every S in turn, after one untimed warm-up evaluation at the smallest S), those seconds over
+the first S's, and NDCG@10 relative to the first S's. The first S is the reference (normally
+S = T, the full chain). RecBole's log and tensorboard folders go to ``--work_dir`` (default
+``benchmarks/logs/<dataset>-<section>/``).
+
+Every S must be one the model's ``check_config`` accepts (DreamRec: an integer in 1..T); a bad
+S, a checkpoint that does not load or whose model has no ``n_sample_steps``, or a results file
+whose markers are broken ends with ``error: ...`` and exit code 2 before any data is read.
+Exit code 0 on success.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+
+# run.py's machine record, section markers, lock and atomic writes are the ones every results
+# section shares; it lies beside this file (benchmarks/ is not a package)
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import run as bench  # noqa: E402
+
+UsageError = bench.UsageError
+
+STEPS_OPTION = "n_sample_steps"
+TABLE_METRICS = ("hit@10", "ndcg@10", "ndcg@20")
+REFERENCE_METRIC = "ndcg@10"
+# RecBole rounds every metric to metric_decimal_place (4 by default), too coarse for a relative
+# difference of NDCG@10 ~ 0.03; the table still shows 4 places
+METRIC_DECIMALS = 8
+# what the section states about the checkpoint's configuration, when the model has the option
+SETTINGS_KEYS = (
+    "n_diffusion_steps", "noise_schedule", "sample_eta", "guidance_weight", "hidden_size",
+    "MAX_ITEM_LIST_LENGTH", "train_mode", "eval_batch_size", "seed",
+)
+MINUS = "\u2212"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/sampling_steps.py",
+        description="Evaluate one checkpoint at several numbers of sampling steps S and write a section "
+        "of benchmarks/results/<dataset>.md (S, metrics, evaluation seconds).",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by this project's Trainer (.pth)")
+    parser.add_argument("--steps", type=int, nargs="+", required=True, metavar="S", help="sampling steps, in row order; the first is the reference (normally T)")
+    parser.add_argument("--section", required=True, help="section name in the results file")
+    parser.add_argument("--dataset_name_for_results", default=None, help="results file <NAME>.md (default: the checkpoint's dataset)")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter (default: the checkpoint's)")
+    parser.add_argument("--split", choices=("test", "valid"), default="test", help="the split to evaluate (default: test)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed evaluations per S; the table shows the median (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, usually one per core)")
+    parser.add_argument("--results_dir", default=os.path.join(bench.REPO, "benchmarks", "results"), help="where <dataset>.md and the JSON go")
+    parser.add_argument("--work_dir", default=None, help="RecBole's log folders (default: benchmarks/logs/<dataset>-<section>)")
+    return parser
+
+
+# ============================================================================ plan
+def resolve(args):
+    """Check the arguments and the checkpoint, and build one configuration per S; reads no data."""
+    from recbole_diffusion.compat import load_checkpoint
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.utils import RecBoleDiffusionError
+
+    if not bench.SECTION_RE.match(args.section):
+        raise UsageError(f"--section: {args.section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
+    repeated = sorted({s for s in args.steps if args.steps.count(s) > 1})
+    if repeated:
+        raise UsageError(f"--steps: {', '.join(map(str, repeated))} given twice")
+    if args.repeats < 1:
+        raise UsageError("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    checkpoint_file = os.path.abspath(args.checkpoint)
+    try:
+        checkpoint = load_checkpoint(checkpoint_file)
+        stored = json.loads(checkpoint["config"])
+        model_name, dataset = stored.pop("model"), stored.pop("dataset")
+        state = {"state_dict": checkpoint["state_dict"], "other_parameter": checkpoint.get("other_parameter")}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--checkpoint: {exc}") from None
+    results_name = args.dataset_name_for_results or dataset
+    if not bench.SECTION_RE.match(results_name):
+        raise UsageError(f"--dataset_name_for_results: {results_name!r} is not a dataset name")
+    # nothing is saved, but RecBole's Trainer creates checkpoint_dir: let that be in the work dir
+    overrides = {"metric_decimal_place": METRIC_DECIMALS, "show_progress": False, "checkpoint_dir": "saved"}
+    if args.data_path:
+        overrides["data_path"] = os.path.abspath(args.data_path)
+    try:
+        config = Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides})
+    except RecBoleDiffusionError as exc:
+        raise UsageError(f"--checkpoint: its configuration no longer loads: {exc}") from None
+    if STEPS_OPTION not in config:
+        raise UsageError(f"--checkpoint: model {model_name} has no {STEPS_OPTION} (no strided sampling to compare)")
+    configs = []
+    for steps in args.steps:
+        # the model's own check_config decides which S it can sample with
+        try:
+            configs.append(Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides, STEPS_OPTION: steps}))
+        except RecBoleDiffusionError as exc:
+            raise UsageError(f"--steps {steps}: {exc}") from None
+    epoch = checkpoint.get("epoch")
+    return {
+        "checkpoint": {
+            "path": checkpoint_file,
+            "model": model_name,
+            "dataset": dataset,
+            # RecBole's trainer stores the 0-based index of the epoch whose weights it saved
+            "epoch": epoch + 1 if isinstance(epoch, int) and epoch >= 0 else None,
+            "best_valid_score": checkpoint.get("best_valid_score"),
+        },
+        "state": state,
+        "results_name": results_name,
+        "configs": configs,
+        "settings": {key: config[key] for key in SETTINGS_KEYS if key in config},
+    }
+
+
+def check_results_file(results_dir, results_name, section):
+    """Fail now, not after the evaluations, if the section cannot be written."""
+    md_path = os.path.join(results_dir, f"{results_name}.md")
+    if os.path.exists(md_path):
+        try:
+            bench.replace_section(bench.read_proc(md_path), section, "")
+        except ValueError as exc:
+            raise UsageError(f"{md_path}: {exc}") from None
+
+
+# ============================================================================ evaluation
+def evaluate_all(plan, split, repeats, log=print):
+    """Evaluate the checkpoint's weights once per S per round; return (warm-up record, rows)."""
+    from recbole.utils import init_seed
+
+    from recbole_diffusion.quick_start import build_model
+    from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
+
+    configs = plan["configs"]
+    first = configs[0]
+    init_seed(first["seed"], first["reproducibility"])
+    dataset = create_dataset(first)
+    train_data, valid_data, test_data = data_preparation(first, dataset)
+    eval_data = test_data if split == "test" else valid_data
+    trainers = []
+    for config in configs:
+        model = build_model(config, train_data)
+        model.load_state_dict(plan["state"]["state_dict"])
+        model.load_other_parameter(plan["state"]["other_parameter"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        # as Trainer.fit does before any evaluation (metrics that need the training data)
+        trainer.eval_collector.data_collect(train_data)
+        trainers.append(trainer)
+
+    def evaluate(trainer):
+        result = trainer.evaluate(eval_data, load_best_model=False, show_progress=False)
+        return {key: float(value) for key, value in result.items()}, trainer.eval_seconds[-1]
+
+    steps = [config[STEPS_OPTION] for config in configs]
+    warm = steps.index(min(steps))
+    _, warmup_seconds = evaluate(trainers[warm])
+    log(f"warm-up evaluation at S={steps[warm]}: {warmup_seconds:.2f} s")
+    runs = [[] for _ in configs]
+    for round_index in range(repeats):
+        for index, trainer in enumerate(trainers):
+            metrics, seconds = evaluate(trainer)
+            runs[index].append((metrics, seconds))
+            log(f"[round {round_index + 1}/{repeats}] S={steps[index]}: {REFERENCE_METRIC} {metrics.get(REFERENCE_METRIC, float('nan')):.4f}, {seconds:.2f} s")
+    rows = []
+    for index, done in enumerate(runs):
+        seconds = [s for _, s in done]
+        rows.append({
+            "steps": steps[index],
+            "metrics": done[0][0],
+            # the generator is re-seeded at every evaluation, so repeats must agree
+            "metrics_identical_across_repeats": all(m == done[0][0] for m, _ in done),
+            "seconds_each": seconds,
+            "seconds": statistics.median(seconds),
+        })
+    add_comparisons(rows)
+    return {"steps": steps[warm], "seconds": warmup_seconds}, rows
+
+
+def add_comparisons(rows):
+    """Seconds and NDCG@10 of every row relative to the first row's."""
+    reference = rows[0]
+    ref_seconds, ref_metric = reference["seconds"], reference["metrics"].get(REFERENCE_METRIC)
+    for row in rows:
+        row["seconds_ratio"] = row["seconds"] / ref_seconds if ref_seconds else None
+        value = row["metrics"].get(REFERENCE_METRIC)
+        row["relative_" + REFERENCE_METRIC] = (value - ref_metric) / ref_metric if value is not None and ref_metric else None
+
+
+# ============================================================================ section
+def percent(relative):
+    if relative is None:
+        return "–"
+    text = f"{100 * relative:+.1f}%"
+    return text.replace("-", MINUS)
+
+
+def shown_path(path):
+    """``path`` relative to the repository when it lies inside it."""
+    inside = os.path.commonpath([path, bench.REPO]) == bench.REPO
+    return os.path.relpath(path, bench.REPO) if inside else path
+
+
+def render_section(state):
+    """Markdown of the section, without its marker comments."""
+    rows, split, checkpoint, settings = state["rows"], state["split"], state["checkpoint"], state["settings"]
+    machine, versions = state["machine"], state["machine"]["versions"]
+    reference = rows[0]["steps"]
+    where = "the repository root" if state["cwd"] == bench.REPO else f"`{state['cwd']}`"
+    epoch = f"weights of epoch {checkpoint['epoch']}" if checkpoint["epoch"] is not None else "epoch not recorded"
+    best = checkpoint["best_valid_score"]
+    yaml_file = bench.dataset_yaml(checkpoint["dataset"])
+    protocol = f"the protocol of `{yaml_file}`" if yaml_file else "no dataset YAML in this plugin, so RecBole's defaults and the checkpoint's config"
+    git = machine.get("git")
+    git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    hidden = settings.get("hidden_size")
+    cpu_hidden = bench.CPU_PROTOCOL["hidden_size"]
+    hidden_text = (
+        f"hidden_size={hidden} in the checkpoint's config, the project's CPU benchmark protocol"
+        if hidden == cpu_hidden else
+        f"hidden_size={hidden} in the checkpoint's config, not the project's CPU benchmark protocol (hidden_size={cpu_hidden})"
+    )
+    lines = [
+        f"## {state['section']}", "",
+        f"Command (run from {where}):", "", "    " + state["command"], "",
+        f"- Checkpoint: `{shown_path(checkpoint['path'])}`: {checkpoint['model']} on `{checkpoint['dataset']}`, {epoch} "
+        "(the trainer rewrites its checkpoint at every new best valid score)"
+        + (f", best valid score {best:.4f}" if isinstance(best, (int, float)) else "") + ".",
+        "- Its settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())
+        + f"; S = {STEPS_OPTION}, set in the model's configuration for each row.",
+        f"- Evaluation: the {split} split ({protocol}), full ranking over all items, through the project's Trainer "
+        "(the path of training and `benchmarks/run.py`); one generated sample per user, its noise from the model's "
+        "seeded evaluation generator, the same seed for every S. Metrics with "
+        f"metric_decimal_place={METRIC_DECIMALS}, shown to 4 places; the relative column uses the unrounded values.",
+        f"- Timing: eval seconds = wall seconds of one whole evaluation (history encoder, the S sampling steps, scoring "
+        f"every item, top-k, metrics; only the sampling shrinks with S), median of {state['repeats']} run(s) per S, "
+        f"rounds over every S in turn after one untimed warm-up evaluation at S={state['warmup']['steps']}; "
+        f"torch threads {state['torch_threads']}, device {state['device']}.",
+        f"- CPU protocol: {hidden_text}.",
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"{machine['ram_gib']} GiB RAM; {machine['os']}; Python {machine['python']}, torch {versions['torch']}, "
+        f"recbole {versions['recbole']}, numpy {versions['numpy']}, pandas {versions['pandas']}; {git_text}.",
+        f"- Date: {state['started']} to {state['finished']}; load average (1 min) {state['load_start']} at start, "
+        f"{state['load_end']} at end (other jobs on the machine slow every timing).",
+    ]
+    if not all(row["metrics_identical_across_repeats"] for row in rows):
+        lines.append("- **The metrics differed between repeats of one S** (the table shows the first run; the JSON has every run).")
+    lines.append("")
+    header = ["S", *[f"{split} {bench.metric_title(k)}" for k in TABLE_METRICS], "eval seconds",
+              f"× S={reference} seconds", f"{bench.metric_title(REFERENCE_METRIC)} vs S={reference}"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---:"] * len(header)) + "|")
+    for index, row in enumerate(rows):
+        cells = [str(row["steps"])]
+        cells += [bench.fmt(row["metrics"].get(k), 4) for k in TABLE_METRICS]
+        cells += [bench.fmt_seconds(row["seconds"]), bench.fmt(row["seconds_ratio"], 2)]
+        cells.append("reference" if index == 0 else percent(row["relative_" + REFERENCE_METRIC]))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_section(state, results_dir):
+    """Write the section into ``<name>.md`` and the raw numbers into ``<name>-<section>.json``."""
+    md_path = os.path.join(results_dir, f"{state['results_name']}.md")
+    json_path = os.path.join(results_dir, f"{state['results_name']}-{state['section']}.json")
+    body = render_section(state)
+    os.makedirs(results_dir, exist_ok=True)
+    with bench.locked(results_dir):
+        bench.atomic_write(json_path, json.dumps(state, indent=1, default=str) + "\n")
+        text = bench.read_proc(md_path) if os.path.exists(md_path) else bench.FILE_HEADER.format(dataset=state["results_name"])
+        bench.atomic_write(md_path, bench.replace_section(text, state["section"], body))
+    return md_path, json_path
+
+
+# ============================================================================ main
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    results_dir = os.path.abspath(args.results_dir)
+    try:
+        plan = resolve(args)
+        check_results_file(results_dir, plan["results_name"], args.section)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import torch
+
+    from recbole_diffusion.utils import RecBoleDiffusionError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work_dir = os.path.abspath(args.work_dir or os.path.join(bench.REPO, "benchmarks", "logs", f"{plan['results_name']}-{args.section}"))
+    os.makedirs(work_dir, exist_ok=True)
+    cwd = os.getcwd()
+    state = {
+        "section": args.section,
+        "results_name": plan["results_name"],
+        "command": shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv]),
+        "cwd": cwd,
+        "checkpoint": plan["checkpoint"],
+        "settings": plan["settings"],
+        "split": args.split,
+        "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(plan["configs"][0]["device"]),
+        "machine": bench.machine_info(),
+        "cpu_protocol": bench.CPU_PROTOCOL,
+        "started": bench.now_utc(),
+        "load_start": bench.load_average(),
+    }
+    print(f"evaluating {plan['checkpoint']['path']} at S = {', '.join(map(str, args.steps))}; logs in {work_dir}", flush=True)
+    # RecBole's trainer writes log/ and log_tensorboard/ into the current folder
+    os.chdir(work_dir)
+    try:
+        state["warmup"], state["rows"] = evaluate_all(plan, args.split, args.repeats, log=lambda text: print(text, flush=True))
+    except RecBoleDiffusionError as exc:  # the data moved or changed since training
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        os.chdir(cwd)
+    state["finished"] = bench.now_utc()
+    state["load_end"] = bench.load_average()
+    md_path, json_path = write_section(state, results_dir)
+    print(f"wrote section {args.section!r} of {md_path} and {json_path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

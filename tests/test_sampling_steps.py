@@ -1,0 +1,128 @@
+"""benchmarks/sampling_steps.py: one checkpoint evaluated at several sampling steps S."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "sampling_steps.py")
+sys.path.insert(0, os.path.dirname(SCRIPT))
+import sampling_steps  # noqa: E402
+
+T = 20
+# 8 decimals, so that the full chain's NDCG can be compared with the training run's to the digit
+TRAINING = {
+    "n_diffusion_steps": T, "hidden_size": 16, "inner_size": 16, "learning_rate": 0.01,
+    "topk": [10, 20], "metric_decimal_place": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A tiny DreamRec trained one epoch with the full chain (n_sample_steps null), and its test result."""
+    from recbole_diffusion.quick_start import run
+
+    folder = tmp_path_factory.mktemp("trained")
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(folder)  # RecBole's log folders
+    torch.set_num_threads(1)
+    try:
+        result = run(
+            model="DreamRec", saved=True, verbose=False,
+            config_dict=tiny_config(tiny_data, **TRAINING, checkpoint_dir=str(folder / "saved")),
+        )
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+    return result
+
+
+def run_script(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args, f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}", "--threads=1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def section_of(text, name):
+    match = re.search(rf"<!-- section: {re.escape(name)} -->\n(.*?)<!-- end section: {re.escape(name)} -->", text, re.S)
+    assert match, text
+    return match.group(1)
+
+
+def table_rows(section):
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return header, [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_one_row_per_step_and_the_full_chain_is_the_training_runs_test_result(trained, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    other = "<!-- section: other -->\nkept as it was\n<!-- end section: other -->\n"
+    (results / "tiny.md").write_text("# Benchmarks: tiny\n\n" + other)
+
+    done = run_script(tmp_path, f"--checkpoint={trained['saved_model_file']}", "--steps", str(T), "10", "2", "--section=steps", "--repeats", "2")
+    assert done.returncode == 0, done.stderr
+
+    text = (results / "tiny.md").read_text()
+    assert other in text
+    header, rows = table_rows(section_of(text, "steps"))
+    assert header == ["S", "test HR@10", "test NDCG@10", "test NDCG@20", "eval seconds", f"× S={T} seconds", f"NDCG@10 vs S={T}"]
+    assert [row[0] for row in rows] == [str(T), "10", "2"]
+    assert all(float(row[4]) > 0 for row in rows)
+    assert rows[0][5:] == ["1.00", "reference"]
+    assert all(re.fullmatch(r"[+\u2212]\d+\.\d%", row[6]) for row in rows[1:])
+
+    record = json.loads((results / "tiny-steps.json").read_text())
+    assert record["checkpoint"]["model"] == "DreamRec" and record["checkpoint"]["epoch"] == 1
+    raw = record["rows"]
+    test_result = dict(trained["test_result"])
+    # S = T through the strided sampler is the full chain the training run tested, same seeded noise
+    for key in ("hit@10", "ndcg@10", "ndcg@20"):
+        assert raw[0]["metrics"][key] == pytest.approx(test_result[key], abs=1e-12), key
+    assert float(rows[0][2]) == pytest.approx(test_result["ndcg@10"], abs=5e-5)
+    # S really changed between rows: two steps of the chain do not give T steps' oracles
+    assert raw[2]["metrics"] != raw[0]["metrics"]
+    for row in raw:
+        assert len(row["seconds_each"]) == 2 and all(s > 0 for s in row["seconds_each"])
+        assert row["metrics_identical_across_repeats"]
+        expected = (row["metrics"]["ndcg@10"] - raw[0]["metrics"]["ndcg@10"]) / raw[0]["metrics"]["ndcg@10"]
+        assert row["relative_ndcg@10"] == pytest.approx(expected)
+        assert row["seconds_ratio"] == pytest.approx(row["seconds"] / raw[0]["seconds"])
+
+
+@pytest.mark.parametrize("steps", [[T, T + 1], [0], [10, 10]])
+def test_a_bad_step_count_is_refused_before_any_work(trained, tmp_path, capsys, steps):
+    code = sampling_steps.main([
+        f"--checkpoint={trained['saved_model_file']}", "--steps", *map(str, steps), "--section=steps",
+        f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}",
+    ])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: --steps")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_model_without_sampling_steps_is_refused(trained, tmp_path, capsys):
+    from recbole_diffusion.compat import load_checkpoint
+
+    checkpoint = load_checkpoint(trained["saved_model_file"])
+    config = json.loads(checkpoint["config"])
+    config["model"] = "SASRec"
+    checkpoint["config"] = json.dumps(config)
+    torch.save(checkpoint, tmp_path / "sasrec.pth")
+    code = sampling_steps.main([
+        f"--checkpoint={tmp_path / 'sasrec.pth'}", "--steps", str(T), "--section=steps",
+        f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}",
+    ])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: --checkpoint: model SASRec has no n_sample_steps")
+    assert sorted(os.listdir(tmp_path)) == ["sasrec.pth"]
