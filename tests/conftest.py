@@ -66,3 +66,15 @@ def tiny_config(tiny_data, **overrides):
     }
     config.update(overrides)
     return config
+
+
+def assert_config_error(model, config_dict, option):
+    """``Config(model, config_dict)`` must refuse with a ConfigError whose one-paragraph message
+    starts with ``option:`` (the option the user has to change); returns the error."""
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.utils import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        Config(model=model, config_dict=config_dict)
+    assert str(info.value).startswith(option + ":"), str(info.value)
+    return info.value

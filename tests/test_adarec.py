@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_config_error, tiny_config
 
 FAST = {"hidden_size": 16, "inner_size": 32, "n_heads": 2, "n_prototypes": 8, "max_depth": 6}
 
@@ -336,12 +336,7 @@ def test_scores_ignore_trailing_padding(tiny_data, mode):
     ],
 )
 def test_invalid_settings_fail_in_config_naming_the_option(tiny_data, override, option):
-    from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError
-
-    with pytest.raises(ConfigError) as info:
-        Config(model="ADARec", config_dict=tiny_config(tiny_data, **{**FAST, **override}))
-    assert str(info.value).startswith(option + ":"), str(info.value)
+    assert_config_error("ADARec", tiny_config(tiny_data, **{**FAST, **override}), option)
 
 
 def test_defaults_follow_the_released_beauty_command(tiny_data):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_config_error, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(n_diffusion_steps=50, n_inference_draws=3)
@@ -431,11 +431,7 @@ def test_ablation_switches_remove_the_embeddings(tiny_data, split):
     ],
 )
 def test_invalid_hyperparameters_fail_in_config(tiny_data, key, value, message):
-    from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError
-
-    with pytest.raises(ConfigError, match=message):
-        Config(model="DiffRec", config_dict=tiny_config(tiny_data, n_heads=2, **{key: value}))
+    assert_config_error("DiffRec", tiny_config(tiny_data, n_heads=2, **{key: value}), message)
 
 
 def test_k_items_need_prefix_mode_and_fit_the_window(tiny_data):

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import assert_config_error, tiny_config
 
 
 FAST = {"n_diffusion_steps": 20, "hidden_size": 16, "inner_size": 16}
@@ -237,12 +237,7 @@ def test_sampled_evaluation_scores_a_users_candidates_against_one_oracle(built):
     ],
 )
 def test_invalid_settings_fail_in_config_naming_the_option(tiny_data, override, option):
-    from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError
-
-    with pytest.raises(ConfigError) as info:
-        Config(model="DreamRec", config_dict=tiny_config(tiny_data, **{**FAST, **override}))
-    assert str(info.value).startswith(option + ":"), str(info.value)
+    assert_config_error("DreamRec", tiny_config(tiny_data, **{**FAST, **override}), option)
 
 
 def test_defaults_follow_the_spec(tiny_data):
