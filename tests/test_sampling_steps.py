@@ -126,3 +126,35 @@ def test_a_model_without_sampling_steps_is_refused(trained, tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.startswith("error: --checkpoint: model SASRec has no n_sample_steps")
     assert sorted(os.listdir(tmp_path)) == ["sasrec.pth"]
+
+
+# ----------------------------------------------------------------------------- embedding_norms.py (same checkpoint)
+NORMS_SCRIPT = os.path.join(REPO, "benchmarks", "embedding_norms.py")
+import embedding_norms  # noqa: E402
+
+
+def test_spearman_of_embedding_norms():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert embedding_norms.spearman(x, x * 10) == pytest.approx(1.0)
+    assert embedding_norms.spearman(x, -x) == pytest.approx(-1.0)
+    # ties share their mean rank: [0, 0, 1, 1] against [1, 2, 3, 4] is 2 * sqrt(5) / 5
+    assert embedding_norms.spearman(torch.tensor([0, 0, 1, 1]), x) == pytest.approx(0.894427, abs=1e-6)
+
+
+def test_embedding_norms_reads_the_checkpoint_and_its_split(trained, tmp_path):
+    from recbole_diffusion.compat import load_checkpoint
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, NORMS_SCRIPT, f"--checkpoint={trained['saved_model_file']}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "training" not in line]
+    weight = load_checkpoint(trained["saved_model_file"])["state_dict"]["item_embedding.weight"]
+    assert sum(int(row[1]) for row in rows) == weight.shape[0] - 1  # every real item in one bucket
+    for column in (4, 5):  # every valid / test target is in some bucket
+        assert sum(float(row[column]) for row in rows) == pytest.approx(1.0, abs=0.01)
+    assert "Spearman correlation" in done.stdout
+
+    missing = subprocess.run([sys.executable, NORMS_SCRIPT, f"--checkpoint={tmp_path / 'none.pth'}"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "error: --checkpoint" in missing.stderr

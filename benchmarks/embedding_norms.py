@@ -1,0 +1,100 @@
+"""Item-embedding norms of a trained checkpoint against how often each item is a training target.
+
+    python benchmarks/embedding_norms.py --checkpoint=PATH.pth [--data_path=../shared/data]
+
+A diagnostic for models scored by an inner product with their item table (DreamRec's oracle, every
+SASRec-style model): it prints, per bucket of training frequency (the number of times the item
+occurs in RecBole's training split of the checkpoint's dataset), the number of items, their mean
+and median embedding norm, and the share of valid and test targets that fall in the bucket, then
+Spearman's correlation between frequency and norm over all real items. A model whose loss shrinks
+the embeddings of the items it sees most (DreamRec's x0-MSE, issue 5) shows a negative correlation,
+and an inner-product ranking then pushes the most likely targets down.
+
+Reads the checkpoint with the project's weights_only loader and rebuilds the dataset split from the
+configuration stored in it (``--data_path`` overrides where the data lies). Writes nothing.
+Exit code 2 with ``error: ...`` for a missing or unreadable checkpoint, or one without an
+``item_embedding.weight``.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+BUCKETS = ((0, 0), (1, 4), (5, 9), (10, 29), (30, 99), (100, None))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="benchmarks/embedding_norms.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by this plugin's Trainer")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    return parser
+
+
+def load(args):
+    from recbole_diffusion.compat import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(os.path.abspath(args.checkpoint))
+        stored = json.loads(checkpoint["config"])
+        weight = checkpoint["state_dict"]["item_embedding.weight"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: --checkpoint {args.checkpoint}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return stored, weight
+
+
+def spearman(x, y):
+    import torch
+
+    def ranks(values):
+        order = values.argsort()
+        rank = torch.empty_like(values, dtype=torch.float64)
+        rank[order] = torch.arange(len(values), dtype=torch.float64)
+        # average the ranks of ties, so a frequency shared by many items counts once
+        unique, inverse = torch.unique(values, return_inverse=True)
+        sums = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, rank)
+        counts = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(rank))
+        return (sums / counts)[inverse]
+
+    rx, ry = ranks(x.double()), ranks(y.double())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    stored, weight = load(args)
+    import torch
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.utils import create_dataset
+
+    model, dataset_name = stored.pop("model"), stored.pop("dataset")
+    overrides = {"data_path": os.path.abspath(args.data_path)} if args.data_path else {}
+    config = Config(model=model, dataset=dataset_name, config_dict={**stored, **overrides, "show_progress": False})
+    dataset = create_dataset(config)
+    train, valid, test = dataset.build()
+    item = config["ITEM_ID_FIELD"]
+    n_items = weight.shape[0]
+    frequency = torch.bincount(train.inter_feat[item], minlength=n_items)[1:]  # row 0 is padding
+    norms = weight.float().norm(dim=1)[1:]
+    targets = {name: torch.bincount(part.inter_feat[item], minlength=n_items)[1:] for name, part in (("valid", valid), ("test", test))}
+    print(f"checkpoint {args.checkpoint}: {model} on {dataset_name}, {n_items - 1} items, hidden {weight.shape[1]}")
+    print("| training frequency | items | mean norm | median norm | share of valid targets | share of test targets |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for low, high in BUCKETS:
+        selected = (frequency >= low) & (frequency <= high if high is not None else torch.ones_like(frequency, dtype=torch.bool))
+        if not selected.any():
+            continue
+        label = f"{low}" if low == high else (f"{low}-{high}" if high is not None else f">= {low}")
+        shares = [float(t[selected].sum()) / max(1, float(t.sum())) for t in targets.values()]
+        print(
+            f"| {label} | {int(selected.sum())} | {norms[selected].mean():.3f} | {norms[selected].median():.3f} | "
+            f"{shares[0]:.3f} | {shares[1]:.3f} |"
+        )
+    print(f"Spearman correlation of training frequency and embedding norm: {spearman(frequency, norms):+.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
