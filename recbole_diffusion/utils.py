@@ -33,13 +33,16 @@ class OptionChecks:
     def __init__(self, config):
         self.get = config.final_config_dict.get
 
-    def integer(self, key, minimum):
+    def integer(self, key, minimum, maximum=None, note=None):
+        """An integer >= ``minimum`` (and <= ``maximum`` when given)."""
         value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{key}: must be an integer >= {minimum}; got {value!r}")
+        too_big = maximum is not None and isinstance(value, int) and value > maximum
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
+            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise ConfigError(f"{key}: must be an integer {bound}{_note(note)}; got {value!r}")
         return value
 
-    def number(self, key, low, high=float("inf"), low_open=False, high_open=False):
+    def number(self, key, low, high=float("inf"), low_open=False, high_open=False, note=None):
         """A finite number in [low, high] (an open end with ``low_open`` / ``high_open``)."""
         import math
 
@@ -48,7 +51,7 @@ class OptionChecks:
         ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
         if not ok:
             bound = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise ConfigError(f"{key}: must be a number in {bound}; got {value!r}")
+            raise ConfigError(f"{key}: must be a number in {bound}{_note(note)}; got {value!r}")
         return value
 
     def boolean(self, key):
@@ -56,10 +59,15 @@ class OptionChecks:
             raise ConfigError(f"{key}: must be True or False; got {self.get(key)!r}")
         return self.get(key)
 
-    def choice(self, key, allowed):
+    def choice(self, key, allowed, note=None):
         if self.get(key) not in allowed:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}; got {self.get(key)!r}")
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}{_note(note)}; got {self.get(key)!r}")
         return self.get(key)
+
+
+def _note(note):
+    """What an option means, in parentheses after the allowed values of an OptionChecks message."""
+    return f" ({note})" if note else ""
 
 
 _PLUGIN_MODEL_PACKAGE = "recbole_diffusion.model.sequential_recommender"

@@ -33,7 +33,7 @@ from torch import nn
 from recbole_diffusion import augmentation as aug
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.layers import info_nce, semi_sinkhorn, sequence_ce_loss, straight_through
-from recbole_diffusion.utils import ConfigError, RecBoleDiffusionError
+from recbole_diffusion.utils import ConfigError, OptionChecks, RecBoleDiffusionError
 
 __all__ = ["AsarRec"]
 
@@ -188,40 +188,31 @@ class AsarRec(SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Fail at start, naming the option, for settings AsarRec cannot run with."""
-        if config["backbone"] not in BACKBONES:
-            raise ConfigError(f"backbone: must be one of {', '.join(BACKBONES)}; got {config['backbone']!r}")
-        if config["augmentation"] not in AUGMENTATIONS:
-            raise ConfigError(
-                f"augmentation: must be learned (AsarRec), static_cl4srec (crop/mask/reorder) or "
-                f"static_coserec (+ insert/substitute); got {config['augmentation']!r}"
-            )
+        checks = OptionChecks(config)
+        integer, number, choice = checks.integer, checks.number, checks.choice
+
+        choice("backbone", BACKBONES)
+        choice(
+            "augmentation", AUGMENTATIONS,
+            note="learned: AsarRec; static_cl4srec: crop/mask/reorder; static_coserec: + insert/substitute",
+        )
         for key in ("hidden_size", "n_layers", "n_heads", "inner_size", "n_candidates", "augmenter_heads", "sinkhorn_iterations"):
-            if not _is_int(config[key]) or config[key] < 1:
-                raise ConfigError(f"{key}: must be an integer >= 1; got {config[key]!r}")
+            integer(key, 1)
         for key in ("n_heads", "augmenter_heads"):
             if config["hidden_size"] % config[key]:
                 raise ConfigError(f"{key}: must divide hidden_size={config['hidden_size']}; got {config[key]}")
         for key in ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob"):
-            if not _is_number(config[key]) or not 0.0 <= config[key] < 1.0:
-                raise ConfigError(f"{key}: must be a probability in [0, 1); got {config[key]!r}")
+            number(key, 0.0, 1.0, high_open=True)
         for key in ("cl_weight", "diversity_weight", "ndcg_weight", "gumbel_scale"):
-            if not _is_number(config[key]) or config[key] < 0:
-                raise ConfigError(f"{key}: must be a number >= 0; got {config[key]!r}")
+            number(key, 0.0)
         for key in ("cl_temperature", "sinkhorn_temperature", "ndcg_temperature", "candidate_temperature"):
-            if not _is_number(config[key]) or config[key] <= 0:
-                raise ConfigError(f"{key}: must be a number > 0; got {config[key]!r}")
-        budget = config["perturbation_budget"]
-        if not _is_number(budget) or not 0.0 < budget < 1.0:
-            raise ConfigError(
-                f"perturbation_budget: γ, the share of a sequence's positions one view may edit, must be "
-                f"in (0, 1) (paper: 0.1); got {budget!r}"
-            )
-        for key in ("hard_threshold", "ndcg_threshold"):
-            if not _is_number(config[key]) or not 0.0 <= config[key] <= 1.0:
-                raise ConfigError(f"{key}: must be a number in [0, 1]; got {config[key]!r}")
-        for key in STATIC_RATIOS:
-            if not _is_number(config[key]) or not 0.0 <= config[key] <= 1.0:
-                raise ConfigError(f"{key}: must be a rate in [0, 1]; got {config[key]!r}")
+            number(key, 0.0, low_open=True)
+        number(
+            "perturbation_budget", 0.0, 1.0, low_open=True, high_open=True,
+            note="γ, the share of a sequence's positions one view may edit; paper: 0.1",
+        )
+        for key in ("hard_threshold", "ndcg_threshold", *STATIC_RATIOS):
+            number(key, 0.0, 1.0)
         if config["crop_ratio"] == 0:
             raise ConfigError("crop_ratio: crop keeps max(1, ⌊crop_ratio·n⌋) items and needs a rate in (0, 1]; got 0")
         if config["loss_type"] != "CE":
@@ -378,11 +369,3 @@ class AsarRec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return seq_output @ self.item_embedding.weight.t()
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

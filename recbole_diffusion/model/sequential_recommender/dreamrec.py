@@ -22,7 +22,7 @@ from torch import nn
 
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.utils import ConfigError, OptionChecks
 
 __all__ = ["DreamRec"]
 
@@ -188,52 +188,32 @@ class DreamRec(SequentialRecommender):
     @classmethod
     def check_config(cls, config):
         """Fail at start, naming the option, for settings the method cannot run with."""
-        steps = config["n_diffusion_steps"]
-        if not _is_int(steps) or steps < 1:
-            raise ConfigError(f"n_diffusion_steps: the number of diffusion steps T must be an integer >= 1; got {steps!r}")
-        schedule = config["noise_schedule"]
-        if schedule not in SCHEDULES:
-            raise ConfigError(f"noise_schedule: must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
-        sample_steps = _full_chain_as_none(config["n_sample_steps"])
-        if sample_steps is not None and (not _is_int(sample_steps) or not 1 <= sample_steps <= steps):
-            raise ConfigError(
-                f"n_sample_steps: the number of sampling steps S must be an integer in 1..{steps} "
-                f"(n_diffusion_steps), or null for the full chain; got {config['n_sample_steps']!r}"
-            )
-        eta = config["sample_eta"]
-        if not _is_number(eta) or not 0.0 <= eta <= 1.0:
-            raise ConfigError(f"sample_eta: must be a number in [0, 1] (1: ancestral, 0: deterministic DDIM); got {eta!r}")
-        weight = config["guidance_weight"]
-        if not _is_number(weight) or weight < 0:
-            raise ConfigError(f"guidance_weight: the guidance strength w must be a number >= 0 (the paper searches 0..10); got {weight!r}")
-        prob = config["unconditional_prob"]
-        if not _is_number(prob) or not 0.0 <= prob < 1.0:
-            raise ConfigError(
-                f"unconditional_prob: the probability p_u of training with the null guidance must be in "
-                f"[0, 1) (the paper fixes 0.1); got {prob!r}"
-            )
+        checks = OptionChecks(config)
+        integer, number, choice = checks.integer, checks.number, checks.choice
+
+        steps = integer("n_diffusion_steps", 1, note="the number of diffusion steps T")
+        choice("noise_schedule", SCHEDULES)
+        if _full_chain_as_none(config["n_sample_steps"]) is not None:
+            integer("n_sample_steps", 1, steps, note="sampling steps S <= n_diffusion_steps, or null for the full chain")
+        number("sample_eta", 0.0, 1.0, note="1: ancestral, 0: deterministic DDIM")
+        weight = number("guidance_weight", 0.0, note="the guidance strength w; the paper searches 0..10")
+        prob = number(
+            "unconditional_prob", 0.0, 1.0, high_open=True,
+            note="the probability p_u of training with the null guidance; the paper fixes 0.1",
+        )
         if prob == 0 and weight > 0:
             raise ConfigError(
                 f"unconditional_prob: 0 never trains the null embedding, yet guidance_weight={weight} "
                 "subtracts its prediction at sampling; use unconditional_prob > 0 or guidance_weight 0"
             )
-        denoiser = config["denoiser"]
-        if denoiser not in DENOISERS:
-            raise ConfigError(
-                f"denoiser: must be mlp1 (Linear(3d, d), the authors') or mlp2 "
-                f"(Linear(3d, 2d) -> GELU -> Linear(2d, d)); got {denoiser!r}"
-            )
-        std = config["embedding_init_std"]
-        if not _is_number(std) or std <= 0:
-            raise ConfigError(f"embedding_init_std: must be a number > 0 (the authors' 1.0); got {std!r}")
+        choice("denoiser", DENOISERS, note="mlp1: Linear(3d, d), the authors'; mlp2: Linear(3d, 2d) -> GELU -> Linear(2d, d)")
+        number("embedding_init_std", 0.0, low_open=True, note="the authors' 1.0")
         for key in ("hidden_size", "n_layers", "n_heads", "inner_size"):
-            if not _is_int(config[key]) or config[key] < 1:
-                raise ConfigError(f"{key}: must be an integer >= 1; got {config[key]!r}")
+            integer(key, 1)
         if config["hidden_size"] % config["n_heads"]:
             raise ConfigError(f"n_heads: must divide hidden_size={config['hidden_size']}; got {config['n_heads']}")
         for key in ("hidden_dropout_prob", "attn_dropout_prob"):
-            if not _is_number(config[key]) or not 0.0 <= config[key] < 1.0:
-                raise ConfigError(f"{key}: must be a probability in [0, 1); got {config[key]!r}")
+            number(key, 0.0, 1.0, high_open=True)
         negatives = config["train_neg_sample_args"]
         if negatives is not None and negatives.get("distribution", "none") != "none":
             raise ConfigError(
@@ -347,14 +327,6 @@ class DreamRec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
         return oracle @ self.item_embedding.weight.t()
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _full_chain_as_none(value):
