@@ -1,16 +1,24 @@
-"""Turn one benchmark section's records into a curve: a markdown table and a PNG plot.
+"""Turn the records of one benchmark section (or several) into a curve: a markdown table and a PNG plot.
 
     python benchmarks/curve.py --dataset=amazon-beauty --section=asarrec-robustness-6-epochs \\
         --x=train_noise_ratio --metric=ndcg@10 --series model,augmentation
+    python benchmarks/curve.py --dataset=amazon-beauty \\
+        --section asarrec-robustness-a asarrec-robustness-b --name=asarrec-robustness \\
+        --x=train_noise_ratio --metric=ndcg@10 --series model,augmentation
 
-Reads ``benchmarks/results/<dataset>-<section>.json`` (written by ``benchmarks/run.py``), puts
-every ``ok`` record at the point (its ``--x`` value, its ``--metric`` test value) of the series
-named by its ``--series`` values, and writes
+Reads ``benchmarks/results/<dataset>-<section>.json`` (written by ``benchmarks/run.py``) of each
+``--section``, puts every ``ok`` record at the point (its ``--x`` value, its ``--metric`` test
+value) of the series named by its ``--series`` values, and writes
 
-- ``benchmarks/results/<dataset>-<section>-<metric without @>.png``: one line with markers per
+- ``benchmarks/results/<dataset>-<name>-<metric without @>.png``: one line with markers per
   series;
-- the section ``<section>-curve`` of ``benchmarks/results/<dataset>.md``: the metric per series
+- the section ``<name>-curve`` of ``benchmarks/results/<dataset>.md``: the metric per series
   and x value, each series' relative difference to a reference series, and a link to the PNG.
+
+``<name>`` is the section's own name when one section is given; with several (e.g. one robustness
+grid split over two ``run.py`` processes run in parallel) ``--name`` is required. Each section's
+records take their defaults from that section's own ``config_files``, ``cpu_protocol`` and
+dataset; one (series, x) point found in two sections is an error, never a silent pick.
 
 Both are written atomically, under the same lock on the results folder as ``run.py``'s writes,
 and only when every input checks out. Exit code 0 on success, 2 on bad input (nothing written).
@@ -39,11 +47,19 @@ MISSING = "—"  # a point with no ok record
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="benchmarks/curve.py",
-        description="Plot one benchmark section's test metric against a setting, one line per series, "
-        "and write the section <section>-curve of benchmarks/results/<dataset>.md (see benchmarks/README.md).",
+        description="Plot the test metric of one benchmark section (or several) against a setting, one line per "
+        "series, and write the section <name>-curve of benchmarks/results/<dataset>.md (see benchmarks/README.md).",
     )
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. amazon-beauty")
-    parser.add_argument("--section", required=True, help="the run.py section whose JSON to read")
+    parser.add_argument(
+        "--section", nargs="+", required=True, metavar="SECTION",
+        help="the run.py section(s) whose JSON to read; several are merged (e.g. one grid run by two processes)",
+    )
+    parser.add_argument(
+        "--name", default=None,
+        help="name of the curve: section <name>-curve and the PNG <dataset>-<name>-<metric>.png "
+        "(default: the section; required with several sections)",
+    )
     parser.add_argument("--x", required=True, help="numeric setting on the x axis, e.g. train_noise_ratio")
     parser.add_argument("--metric", required=True, help="test metric on the y axis, e.g. ndcg@10")
     parser.add_argument(
@@ -122,23 +138,34 @@ def series_name(keys, values):
     return f"{head} ({', '.join(extra)})" if extra else head
 
 
-def collect(data, args, json_path):
-    """The curve: ``{"x_values", "series": [{"name", "points": {x: value}, "labels"}], ...}``."""
+def collect(sources, args):
+    """The curve: ``{"x_values", "series": [{"name", "points": {x: value}, "labels"}], ...}``.
+
+    ``sources``: ``[{"section", "data", "json_path"}]``, one per ``--section``, in the order given;
+    each record is resolved against the config layers of its own section's JSON."""
     keys = [key.strip() for key in args.series.split(",") if key.strip()]
     if not keys:
         raise UsageError("--series: give at least one setting, e.g. model,augmentation")
     metric = args.metric.lower()
-    records = [r for r in data["records"] if isinstance(r, dict) and r.get("label")]
+    files = ", ".join(source["json_path"] for source in sources)
+    tagged = [
+        (source, r) for source in sources for r in source["data"]["records"] if isinstance(r, dict) and r.get("label")
+    ]
+    records = [r for _, r in tagged]
     ok = [r for r in records if r.get("status") == "ok"]
     if not ok:
-        raise UsageError(f"{json_path} has no record with status ok yet")
+        raise UsageError(f"{files} {'has' if len(sources) == 1 else 'have'} no record with status ok yet")
     known = sorted({k for r in ok for k in (r.get("test_result") or {})})
     if not any(metric in (r.get("test_result") or {}) for r in ok):
-        raise UsageError(f"--metric: {args.metric!r} is in no ok record of {json_path} (they have: {', '.join(known)})")
+        raise UsageError(f"--metric: {args.metric!r} is in no ok record of {files} (they have: {', '.join(known)})")
     layers_of = {}
     series, x_values, hidden = {}, set(), set()
-    for record in records:
-        layers = layers_of.setdefault(record.get("model"), config_layers(data, record.get("model")))
+    for source, record in tagged:
+        section = source["section"]
+        key = (section, record.get("model"))
+        if key not in layers_of:
+            layers_of[key] = config_layers(source["data"], record.get("model"))
+        layers = layers_of[key]
         raw_x = setting(record, args.x, layers)
         try:
             x = 0.0 if raw_x is None else float(raw_x)
@@ -146,17 +173,24 @@ def collect(data, args, json_path):
             raise UsageError(f"--x: {args.x} of record {record['label']!r} is {raw_x!r}, not a number") from None
         values = tuple("" if v is None else str(v) for v in (setting(record, k, layers) for k in keys))
         line = series.setdefault(values, {"name": series_name(keys, values), "points": {}, "point_labels": {}, "labels": []})
-        line["labels"].append(record["label"])
+        line["labels"].append((section, record["label"]))
         x_values.add(x)
         if record.get("status") != "ok" or metric not in (record.get("test_result") or {}):
             continue
         if x in line["points"]:
+            other_section, other_label = line["point_labels"][x]
+            if other_section != section:
+                raise UsageError(
+                    f"--section: the point {line['name']} at {args.x}={x:g} is in section {other_section!r} (record "
+                    f"{other_label!r}) and in section {section!r} (record {record['label']!r}); give only one of the "
+                    "two sections, or add the setting that tells them apart to --series"
+                )
             raise UsageError(
-                f"--series: records {line['point_labels'][x]!r} and {record['label']!r} both fall on {line['name']} at {args.x}={x:g}; "
+                f"--series: records {other_label!r} and {record['label']!r} both fall on {line['name']} at {args.x}={x:g}; "
                 "add the setting that tells them apart to --series"
             )
         line["points"][x] = float(record["test_result"][metric])
-        line["point_labels"][x] = record["label"]
+        line["point_labels"][x] = (section, record["label"])
         hidden.add(setting(record, "hidden_size", layers))
     lines = list(series.values())
     names = [line["name"] for line in lines]
@@ -173,7 +207,8 @@ def collect(data, args, json_path):
         "hidden": sorted(str(h) for h in hidden if h is not None),
         "ok": len(ok),
         "records": len(records),
-        "complete": data.get("finished") is not None,
+        "incomplete": [source["section"] for source in sources if source["data"].get("finished") is None],
+        "complete": all(source["data"].get("finished") is not None for source in sources),
     }
 
 
@@ -189,21 +224,35 @@ def caption(curve):
     return f"CPU protocol, hidden {hidden}; test metric of the checkpoint with the best valid score"
 
 
-def render_markdown(curve, args, data, json_path, png_path, md_path, command):
+def quoted_sections(sections):
+    return ", ".join(f"`{section}`" for section in sections)
+
+
+def render_markdown(curve, args, data, sources, png_path, md_path, command):
     metric = bench.metric_title(curve["metric"])
     xs = curve["x_values"]
     head = "| Series \\ " + bench.cell(args.x) + " | " + " | ".join(f"{x:g}" for x in xs) + " |"
     rule = "|---|" + "---:|" * len(xs)
     ref_points = next(s for s in curve["series"] if s["name"] == curve["reference"])["points"]
     where = "the repository root" if os.getcwd() == bench.REPO else f"`{os.getcwd()}`"
-    lines = [f"## {args.section}-curve", ""]
+    several = len(sources) > 1
+    lines = [f"## {args.name}-curve", ""]
     if not curve["complete"]:
-        lines += [f"**Incomplete run: drawn from the {curve['records']} records written so far; redraw when section `{args.section}` is complete.**", ""]
+        pending = curve["incomplete"]
+        which = f"section{'s' if len(pending) > 1 else ''} {quoted_sections(pending)} {'are' if len(pending) > 1 else 'is'}"
+        lines += [f"**Incomplete run: drawn from the {curve['records']} records written so far; redraw when {which} complete.**", ""]
+    if several:
+        files = ", ".join(f"`{source['section']}` (`{os.path.basename(source['json_path'])}`)" for source in sources)
+        origin = f"of sections {files}, merged (their commands, machines and per-model settings are in those sections)"
+    else:
+        origin = (
+            f"of section `{sources[0]['section']}` (`{os.path.basename(sources[0]['json_path'])}`; its command, "
+            "machine and per-model settings are in that section)"
+        )
     lines += [
         f"Command (run from {where}):", "", "    " + command, "",
         f"- Test {metric} against `{args.x}`, one series per value of `{args.series}`, from the {curve['ok']} ok "
-        f"of {curve['records']} records of section `{args.section}` (`{os.path.basename(json_path)}`; its command, "
-        "machine and per-model settings are in that section).",
+        f"of {curve['records']} records {origin}.",
         f"- {caption(curve)}. {MISSING}: no ok record at that point (failed or not run).",
         "- A setting missing from a record's `settings` is taken from its overrides, then from this plugin's "
         "current YAML; a series setting found nowhere is empty, a missing x is 0.",
@@ -221,9 +270,12 @@ def render_markdown(curve, args, data, json_path, png_path, md_path, command):
         cells = [relative(line["points"].get(x), ref_points.get(x)) for x in xs]
         lines.append(f"| {bench.cell(line['name'])} | " + " | ".join(cells) + " |")
     lines += ["", "Records per series:", ""]
-    lines += [f"- {line['name']}: " + ", ".join(f"`{label}`" for label in line["labels"]) for line in curve["series"]]
+    def name(section, label):
+        return f"`{label}` (`{section}`)" if several else f"`{label}`"
+
+    lines += [f"- {line['name']}: " + ", ".join(name(*label) for label in line["labels"]) for line in curve["series"]]
     image = os.path.relpath(png_path, os.path.dirname(md_path))
-    lines += ["", f"![{data.get('dataset')} {args.section}: test {metric} against {args.x}]({image})", ""]
+    lines += ["", f"![{data.get('dataset')} {args.name}: test {metric} against {args.x}]({image})", ""]
     return "\n".join(lines)
 
 
@@ -243,7 +295,7 @@ def build_figure(curve, args, data):
     axes.set_xticks(curve["x_values"])
     axes.set_xlabel(args.x)
     axes.set_ylabel(f"test {metric}")
-    axes.set_title(f"{data.get('dataset')}: {args.section}\ntest {metric} against {args.x}")
+    axes.set_title(f"{data.get('dataset')}: {args.name}\ntest {metric} against {args.x}")
     axes.grid(alpha=0.3)
     axes.legend()
     note = caption(curve) + ("" if curve["complete"] else "; INCOMPLETE RUN")
@@ -268,18 +320,35 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     results_dir = os.path.abspath(args.results_dir)
-    json_path = os.path.join(results_dir, f"{args.dataset}-{args.section}.json")
     md_path = os.path.join(results_dir, f"{args.dataset}.md")
-    png_path = os.path.join(results_dir, bench.slug(f"{args.dataset}-{args.section}-{args.metric.lower().replace('@', '')}") + ".png")
     command = shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv])
     try:
-        if not bench.SECTION_RE.match(args.section):
-            raise UsageError(f"--section: {args.section!r} is not a section name (letters, digits, _ . @ + -)")
+        for section in args.section:
+            if not bench.SECTION_RE.match(section):
+                raise UsageError(f"--section: {section!r} is not a section name (letters, digits, _ . @ + -)")
+        repeated = sorted({section for section in args.section if args.section.count(section) > 1})
+        if repeated:
+            raise UsageError(f"--section: {', '.join(repeated)} given more than once")
+        if args.name is None:
+            if len(args.section) > 1:
+                example = os.path.commonprefix(args.section).rstrip("-_.@+") or "curve"
+                raise UsageError(
+                    f"--name: required with several sections ({', '.join(args.section)}); it names the section "
+                    f"<name>-curve and the PNG, e.g. --name={example}"
+                )
+            args.name = args.section[0]
+        elif not bench.SECTION_RE.match(args.name):
+            raise UsageError(f"--name: {args.name!r} is not a section name (letters, digits, _ . @ + -)")
         if not args.dataset or os.sep in args.dataset:
             raise UsageError(f"--dataset: {args.dataset!r} is not a dataset name")
-        data = read_section(json_path)
-        curve = collect(data, args, json_path)
-        body = render_markdown(curve, args, data, json_path, png_path, md_path, command)
+        png_path = os.path.join(results_dir, bench.slug(f"{args.dataset}-{args.name}-{args.metric.lower().replace('@', '')}") + ".png")
+        sources = []
+        for section in args.section:
+            json_path = os.path.join(results_dir, f"{args.dataset}-{section}.json")
+            sources.append({"section": section, "data": read_section(json_path), "json_path": json_path})
+        data = sources[0]["data"]
+        curve = collect(sources, args)
+        body = render_markdown(curve, args, data, sources, png_path, md_path, command)
         try:
             figure = build_figure(curve, args, data)
         except ImportError:
@@ -287,7 +356,7 @@ def main(argv=None):
         with bench.locked(results_dir):
             text = bench.read_proc(md_path) if os.path.exists(md_path) else bench.FILE_HEADER.format(dataset=args.dataset)
             try:
-                new_text = bench.replace_section(text, f"{args.section}-curve", body)
+                new_text = bench.replace_section(text, f"{args.name}-curve", body)
             except ValueError as exc:
                 raise UsageError(f"{md_path}: {exc}") from None
             save_png(figure, png_path)
@@ -295,7 +364,7 @@ def main(argv=None):
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote section {args.section}-curve of {md_path} and {png_path}")
+    print(f"wrote section {args.name}-curve of {md_path} and {png_path}")
     return 0
 
 

@@ -174,3 +174,95 @@ def test_command_line_exit_code(tmp_path):
     )
     assert out.returncode == 2 and out.stderr.startswith("error: --metric"), out.stderr
     assert_nothing_written(tmp_path)
+
+
+# ----------------------------------------------------------------------------- several sections
+def write_json(folder, section, records, finished="2026-01-01 00:00:00 UTC", config_files=()):
+    data = {"section": section, "dataset": "tiny", "command": "python benchmarks/run.py ...", "cpu_protocol": {"hidden_size": 64},
+            "config_files": list(config_files), "finished": finished, "records": records}
+    (folder / f"tiny-{section}.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def write_two_sections(folder, finished_b=None):
+    """The grid of RECORDS split over two run.py processes: ``robust-a`` ran r = 0 (finished), ``robust-b``
+    r = 0.1 (still running). ``robust-b`` sets the ratio through its own --config_files, not per record, so its
+    points land at 0.1 only if each section is resolved against its own JSON."""
+    (folder / "tiny.md").write_text(OTHER_SECTIONS, encoding="utf-8")
+    noise = folder / "noise.yaml"
+    noise.write_text("train_noise_ratio: 0.1\n", encoding="utf-8")
+    write_json(folder, "robust-a", RECORDS[:3] + [record("SASRec@r0.1", "SASRec", None, status="failed", train_noise_ratio=0.1)])
+    b_records = [
+        record("SASRec@r0.1", "SASRec", 0.0300),
+        record("AsarRec@cl4srec_r0.1", "AsarRec", 0.0330, augmentation="static_cl4srec"),
+        record("AsarRec@r0.1", "AsarRec", None, status="failed"),
+    ]
+    write_json(folder, "robust-b", b_records, finished=finished_b, config_files=[str(noise)])
+
+
+def run_sections(folder, *extra):
+    argv = ["--dataset=tiny", "--x=train_noise_ratio", "--metric=ndcg@10", f"--results_dir={folder}", *extra]
+    return curve.main(argv)
+
+
+def named_section(folder, name):
+    text = (folder / "tiny.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- section: {name}-curve -->\n(.*?)<!-- end section: {name}-curve -->\n", text, re.S)
+    assert match, text
+    return match.group(1)
+
+
+def test_several_sections_are_merged_under_name(tmp_path):
+    write_two_sections(tmp_path)
+    assert run_sections(tmp_path, "--section", "robust-a", "robust-b", "--name=robust-ab") == 0
+    section = named_section(tmp_path, "robust-ab")
+    assert section.startswith("## robust-ab-curve\n")
+    # the same tables as the grid run in one section (SASRec at 0.1: robust-a's failed record does not
+    # compete with robust-b's ok one)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_section(whole)
+    assert run_curve(whole) == 0
+    for title in ("Test NDCG@10:", "Relative difference to SASRec"):
+        assert table_rows(section, title) == table_rows(curve_section(whole), title)
+    assert table_rows(section, "Test NDCG@10:")["SASRec"] == ["0.0400", "0.0300"]
+    assert "sections `robust-a` (`tiny-robust-a.json`), `robust-b` (`tiny-robust-b.json`), merged" in section
+    assert "from the 5 ok of 7 records" in section
+    # only the section still running is named in the warning
+    warning = next(line for line in section.splitlines() if line.startswith("**Incomplete run"))
+    assert "section `robust-b` is complete" in warning and "robust-a" not in warning
+    assert "- SASRec: `SASRec@r0` (`robust-a`), `SASRec@r0.1` (`robust-a`), `SASRec@r0.1` (`robust-b`)" in section
+    assert "](tiny-robust-ab-ndcg10.png)" in section
+    assert (tmp_path / "tiny-robust-ab-ndcg10.png").read_bytes().startswith(PNG_MAGIC)
+    assert (tmp_path / "tiny.md").read_text(encoding="utf-8").startswith(OTHER_SECTIONS)
+
+    # both finished: no warning
+    write_two_sections(tmp_path, finished_b="2026-01-02 00:00:00 UTC")
+    assert run_sections(tmp_path, "--section", "robust-a", "robust-b", "--name=robust-ab") == 0
+    assert "**Incomplete run" not in named_section(tmp_path, "robust-ab")
+
+
+def test_a_point_in_two_sections_exits_2_naming_both(tmp_path, capsys):
+    write_two_sections(tmp_path)
+    write_json(tmp_path, "robust-c", [record("SASRec@again", "SASRec", 0.0310, train_noise_ratio=0.1)])
+    assert run_sections(tmp_path, "--section", "robust-a", "robust-b", "robust-c", "--name=robust-abc") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --section: the point SASRec at train_noise_ratio=0.1"), err
+    assert "section 'robust-b' (record 'SASRec@r0.1')" in err and "section 'robust-c' (record 'SASRec@again')" in err, err
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "sections, extra, message",
+    [
+        (["robust-a", "robust-b"], [], "--name: required with several sections (robust-a, robust-b)"),
+        (["robust-a", "robust-absent"], ["--name=robust-ab"], "tiny-robust-absent.json not found"),
+        (["robust-a", "robust-a"], ["--name=robust-ab"], "--section: robust-a given more than once"),
+        (["robust-a", "robust-b"], ["--name=a/b"], "--name: 'a/b' is not a section name"),
+    ],
+)
+def test_bad_sections_exit_2_and_write_nothing(tmp_path, capsys, sections, extra, message):
+    write_two_sections(tmp_path)
+    assert run_sections(tmp_path, "--section", *sections, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert_nothing_written(tmp_path)
