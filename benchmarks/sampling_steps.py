@@ -1,7 +1,10 @@
-"""Evaluate one trained checkpoint at several numbers of sampling steps S and write a section.
+"""Evaluate one trained checkpoint at several numbers of sampling steps S (or other inference
+variants) and write a section.
 
     python benchmarks/sampling_steps.py --checkpoint=benchmarks/logs/amazon-beauty-dreamrec/DreamRec/saved/X.pth \\
         --steps 500 50 10 --section=dreamrec-sampling-steps --threads=1
+    python benchmarks/sampling_steps.py --checkpoint=benchmarks/logs/<dataset>-<section>/DiffRec/saved/X.pth \\
+        --variants inference=full_chain inference=one_step --users 200 --section=diffrec-inference --threads=1
 
 For a model with the option ``n_sample_steps`` (DreamRec: S < T runs the shared strided sampler),
 this restores the checkpoint (read with ``weights_only=True``; its stored configuration rebuilds
@@ -24,6 +27,25 @@ Every S must be one the model's ``check_config`` accepts (DreamRec: an integer i
 S, a checkpoint that does not load or whose model has no ``n_sample_steps``, or a results file
 whose markers are broken ends with ``error: ...`` and exit code 2 before any data is read.
 Exit code 0 on success.
+
+``--variants KEY=VALUE[,KEY=VALUE] ...`` replaces ``--steps`` (exactly one of the two): one row
+per variant, labelled by its text, its settings set over the checkpoint's configuration (values
+as strings, converted by RecBole's Config like ``run.py``'s ``--set`` / ``--model_args``, parsed by
+``run.py``'s ``parse_settings``) and checked by the model's ``check_config``; the first variant is
+the reference, the warm-up evaluation runs the last one (put the cheapest last). A key that the
+model's configuration lacks, a data or evaluation option (RecBole's Dataset and Evaluation
+arguments: every row shares one split and one dataloader), ``model``/``dataset``/``data_path``, a
+variant given twice, or a value the model refuses ends with exit code 2 naming ``--variants``.
+The model need not have ``n_sample_steps`` (DiffRec: ``inference=full_chain inference=one_step``).
+
+``--users K`` evaluates K users of the split instead of all N: a uniform sample without
+replacement (``torch.randperm`` seeded with the checkpoint's ``seed``) of the split's users in id
+order, not the loader's first rows (the trimmed loader orders users by history length). Every
+row and the warm-up use the same users, through a dataloader of the split's own class over just
+their rows, so the evaluation is still the Trainer's full-sort one with the same metrics code.
+The section then says, in bold, "metrics and seconds on K of the N users of the split", adds a
+column of milliseconds per user, and the JSON lists the users' tokens. K > N is exit code 2.
+Each row records ``users_evaluated``, the rows the metrics saw, and ``seconds_per_user``.
 """
 
 import argparse
@@ -54,6 +76,12 @@ SETTINGS_KEYS = (
     "MAX_ITEM_LIST_LENGTH", "train_mode", "eval_batch_size", "seed",
 )
 MINUS = "\u2212"
+# --variants vary the model only: these choose the model, the data or where they lie
+VARIANT_RESERVED = {
+    "model": "the checkpoint's model is evaluated",
+    "dataset": "the checkpoint's dataset is evaluated; --dataset_name_for_results names the results file",
+    "data_path": "use --data_path",
+}
 
 
 def build_parser():
@@ -63,11 +91,21 @@ def build_parser():
         "of benchmarks/results/<dataset>.md (S, metrics, evaluation seconds).",
     )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by this project's Trainer (.pth)")
-    parser.add_argument("--steps", type=int, nargs="+", required=True, metavar="S", help="sampling steps, in row order; the first is the reference (normally T)")
+    rows = parser.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--steps", type=int, nargs="+", metavar="S", help="sampling steps, in row order; the first is the reference (normally T)")
+    rows.add_argument(
+        "--variants", nargs="+", metavar="KEY=VALUE[,KEY=VALUE]",
+        help="instead of --steps: one row per variant, its model options set over the checkpoint's "
+        "(e.g. inference=full_chain inference=one_step); the first is the reference",
+    )
     parser.add_argument("--section", required=True, help="section name in the results file")
     parser.add_argument("--dataset_name_for_results", default=None, help="results file <NAME>.md (default: the checkpoint's dataset)")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter (default: the checkpoint's)")
     parser.add_argument("--split", choices=("test", "valid"), default="test", help="the split to evaluate (default: test)")
+    parser.add_argument(
+        "--users", type=int, default=None, metavar="K",
+        help="evaluate only K users of the split, a seeded uniform sample (the checkpoint's seed), the same for every row (default: all)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed evaluations per S; the table shows the median (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, usually one per core)")
     parser.add_argument("--results_dir", default=os.path.join(bench.REPO, "benchmarks", "results"), help="where <dataset>.md and the JSON go")
@@ -76,19 +114,41 @@ def build_parser():
 
 
 # ============================================================================ plan
+def parse_variants(texts):
+    """``["k=v,k=v", ...]`` -> one settings dict (strings; RecBole's Config converts the types,
+    as for ``run.py``'s ``--set`` and ``--model_args``) per variant."""
+    variants = []
+    for text in texts:
+        parts = [part.strip() for part in bench.SETTING_SPLIT_RE.split(text)]
+        settings = bench.parse_settings(parts, f"--variants {text}")
+        for key in settings:
+            if key in VARIANT_RESERVED:
+                raise UsageError(f"--variants {text}: {key} is not a model option ({VARIANT_RESERVED[key]})")
+        if settings in variants:
+            raise UsageError(f"--variants: {text!r} sets what an earlier variant sets")
+        variants.append(settings)
+    return variants
+
+
 def resolve(args):
-    """Check the arguments and the checkpoint, and build one configuration per S; reads no data."""
+    """Check the arguments and the checkpoint, and build one configuration per row; reads no data."""
     from recbole_diffusion.compat import load_checkpoint
     from recbole_diffusion.config import Config
     from recbole_diffusion.utils import RecBoleDiffusionError
 
     if not bench.SECTION_RE.match(args.section):
         raise UsageError(f"--section: {args.section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
-    repeated = sorted({s for s in args.steps if args.steps.count(s) > 1})
-    if repeated:
-        raise UsageError(f"--steps: {', '.join(map(str, repeated))} given twice")
+    if args.steps is not None:
+        repeated = sorted({s for s in args.steps if args.steps.count(s) > 1})
+        if repeated:
+            raise UsageError(f"--steps: {', '.join(map(str, repeated))} given twice")
+        variants = None
+    else:
+        variants = parse_variants(args.variants)
     if args.repeats < 1:
         raise UsageError("--repeats must be at least 1")
+    if args.users is not None and args.users < 1:
+        raise UsageError("--users must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
     checkpoint_file = os.path.abspath(args.checkpoint)
@@ -110,15 +170,36 @@ def resolve(args):
         config = Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides})
     except RecBoleDiffusionError as exc:
         raise UsageError(f"--checkpoint: its configuration no longer loads: {exc}") from None
-    if STEPS_OPTION not in config:
-        raise UsageError(f"--checkpoint: model {model_name} has no {STEPS_OPTION} (no strided sampling to compare)")
-    configs = []
-    for steps in args.steps:
-        # the model's own check_config decides which S it can sample with
-        try:
-            configs.append(Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides, STEPS_OPTION: steps}))
-        except RecBoleDiffusionError as exc:
-            raise UsageError(f"--steps {steps}: {exc}") from None
+    # every row shares one split, one dataloader and one evaluator, built from the first row's config
+    shared = set(config.parameters.get("Dataset", [])) | set(config.parameters.get("Evaluation", []))
+    configs, rows = [], []
+    if variants is None:
+        if STEPS_OPTION not in config:
+            raise UsageError(f"--checkpoint: model {model_name} has no {STEPS_OPTION} (no strided sampling to compare)")
+        for steps in args.steps:
+            # the model's own check_config decides which S it can sample with
+            try:
+                configs.append(Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides, STEPS_OPTION: steps}))
+            except RecBoleDiffusionError as exc:
+                raise UsageError(f"--steps {steps}: {exc}") from None
+            rows.append({"label": str(steps), "steps": steps, "where": f"--steps {steps}"})
+        settings_keys = SETTINGS_KEYS
+    else:
+        for text, settings in zip(args.variants, variants):
+            for key in settings:
+                if key not in config:
+                    raise UsageError(f"--variants {text}: {key} is not an option of {model_name}'s configuration")
+                if key in shared:
+                    raise UsageError(f"--variants {text}: {key} is a data or evaluation option, which every row shares; vary model options only")
+            try:
+                configs.append(Config(model=model_name, dataset=dataset, config_dict={**stored, **overrides, **settings}))
+            except RecBoleDiffusionError as exc:
+                raise UsageError(f"--variants {text}: {exc}") from None
+            # as the model sees them, after RecBole's conversion of the strings
+            seen = {key: configs[-1][key] for key in settings}
+            rows.append({"label": text, "variant": text, "config": seen, "where": f"--variants {text}"})
+        varied = [key for settings in variants for key in settings]
+        settings_keys = [*SETTINGS_KEYS, *[key for key in dict.fromkeys(varied) if key not in SETTINGS_KEYS]]
     epoch = checkpoint.get("epoch")
     return {
         "checkpoint": {
@@ -132,7 +213,9 @@ def resolve(args):
         "state": state,
         "results_name": results_name,
         "configs": configs,
-        "settings": {key: config[key] for key in SETTINGS_KEYS if key in config},
+        "rows": rows,
+        "mode": "steps" if variants is None else "variants",
+        "settings": {key: config[key] for key in settings_keys if key in config},
     }
 
 
@@ -147,56 +230,119 @@ def check_results_file(results_dir, results_name, section):
 
 
 # ============================================================================ evaluation
-def evaluate_all(plan, split, repeats, log=print):
-    """Evaluate the checkpoint's weights once per S per round; return (warm-up record, rows)."""
+def user_subset(eval_data, config, k):
+    """A loader of ``eval_data``'s class over ``k`` of the split's users, and what it holds.
+
+    The users are a uniform sample without replacement (``torch.randperm`` from a generator seeded
+    with the configuration's ``seed``) of the split's distinct users in id order, so the subset
+    does not depend on the loader's order (the trimmed loader sorts users by history length:
+    its first rows are the shortest histories). Every row of a chosen user is kept.
+    """
+    import torch
+
+    dataset = eval_data._dataset
+    uid_field = dataset.uid_field
+    uids = dataset.inter_feat[uid_field]
+    users = torch.unique(uids)  # sorted
+    if k > len(users):
+        raise UsageError(f"--users {k}: the split has only {len(users)} users")
+    generator = torch.Generator().manual_seed(int(config["seed"]))
+    chosen = users[torch.randperm(len(users), generator=generator)[:k]].sort().values
+    subset = dataset.copy(dataset.inter_feat[torch.isin(uids, chosen)])
+    loader = type(eval_data)(config, subset, eval_data._sampler, shuffle=False)
+    for name in ("train_history_length",):  # what data_preparation adds to the loader
+        if hasattr(eval_data, name):
+            setattr(loader, name, getattr(eval_data, name))
+    tokens = dataset.id2token(uid_field, chosen.numpy())
+    info = {"evaluated": k, "of": len(users), "seed": int(config["seed"]), "user_tokens": [str(t) for t in tokens]}
+    return loader, info
+
+
+def count_ranked_users(trainer):
+    """Record in ``trainer.ranked_users`` how many users each evaluation's metrics saw: the rows
+    of the top-k structure the collector hands to the evaluator (None without one)."""
+    trainer.ranked_users = []
+    evaluate = trainer.evaluator.evaluate
+
+    def counted(struct):
+        trainer.ranked_users.append(len(struct.get("rec.topk")) if "rec.topk" in struct else None)
+        return evaluate(struct)
+
+    trainer.evaluator.evaluate = counted
+
+
+def evaluate_all(plan, split, repeats, users=None, log=print):
+    """Evaluate the checkpoint's weights once per row per round; return (warm-up record, rows, users).
+
+    ``users``: evaluate only that many users of the split (``user_subset``); ``users`` returned
+    is then what ``user_subset`` says about them, otherwise ``None``.
+    """
     from recbole.utils import init_seed
 
     from recbole_diffusion.quick_start import build_model
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 
-    configs = plan["configs"]
+    configs, labels = plan["configs"], [row["label"] for row in plan["rows"]]
     first = configs[0]
     init_seed(first["seed"], first["reproducibility"])
     dataset = create_dataset(first)
     train_data, valid_data, test_data = data_preparation(first, dataset)
     eval_data = test_data if split == "test" else valid_data
+    subset = None
+    if users is not None:
+        eval_data, subset = user_subset(eval_data, first, users)
+        log(f"evaluating {subset['evaluated']} of the {subset['of']} users of the {split} split (seed {subset['seed']})")
     trainers = []
-    for config in configs:
+    for config, row in zip(configs, plan["rows"]):
         model = build_model(config, train_data)
-        model.load_state_dict(plan["state"]["state_dict"])
+        try:
+            model.load_state_dict(plan["state"]["state_dict"])
+        except RuntimeError as exc:  # a variant that changes the model's shapes
+            raise UsageError(f"{row['where']}: the checkpoint's weights do not fit this configuration: {exc}") from None
         model.load_other_parameter(plan["state"]["other_parameter"])
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         # as Trainer.fit does before any evaluation (metrics that need the training data)
         trainer.eval_collector.data_collect(train_data)
+        count_ranked_users(trainer)
         trainers.append(trainer)
 
     def evaluate(trainer):
         result = trainer.evaluate(eval_data, load_best_model=False, show_progress=False)
-        return {key: float(value) for key, value in result.items()}, trainer.eval_seconds[-1]
+        return {key: float(value) for key, value in result.items()}, trainer.eval_seconds[-1], trainer.ranked_users[-1]
 
-    steps = [config[STEPS_OPTION] for config in configs]
-    warm = steps.index(min(steps))
-    _, warmup_seconds = evaluate(trainers[warm])
-    log(f"warm-up evaluation at S={steps[warm]}: {warmup_seconds:.2f} s")
+    if plan["mode"] == "steps":
+        steps = [config[STEPS_OPTION] for config in configs]
+        warm = steps.index(min(steps))
+    else:  # no order of cost is known: the last variant (put the cheapest last)
+        warm = len(configs) - 1
+    warm_label = ("S=" if plan["mode"] == "steps" else "") + labels[warm]
+    _, warmup_seconds, _ = evaluate(trainers[warm])
+    log(f"warm-up evaluation at {warm_label}: {warmup_seconds:.2f} s")
     runs = [[] for _ in configs]
     for round_index in range(repeats):
         for index, trainer in enumerate(trainers):
-            metrics, seconds = evaluate(trainer)
-            runs[index].append((metrics, seconds))
-            log(f"[round {round_index + 1}/{repeats}] S={steps[index]}: {REFERENCE_METRIC} {metrics.get(REFERENCE_METRIC, float('nan')):.4f}, {seconds:.2f} s")
+            metrics, seconds, evaluated = evaluate(trainer)
+            runs[index].append((metrics, seconds, evaluated))
+            per_user = f", {1000 * seconds / evaluated:.2f} ms per user ({evaluated} users)" if evaluated else ""
+            label = ("S=" if plan["mode"] == "steps" else "") + labels[index]
+            log(f"[round {round_index + 1}/{repeats}] {label}: {REFERENCE_METRIC} {metrics.get(REFERENCE_METRIC, float('nan')):.4f}, {seconds:.2f} s{per_user}")
     rows = []
     for index, done in enumerate(runs):
-        seconds = [s for _, s in done]
-        rows.append({
-            "steps": steps[index],
+        seconds = [s for _, s, _ in done]
+        evaluated = done[0][2]
+        row = {key: value for key, value in plan["rows"][index].items() if key != "where"}
+        row.update({
             "metrics": done[0][0],
             # the generator is re-seeded at every evaluation, so repeats must agree
-            "metrics_identical_across_repeats": all(m == done[0][0] for m, _ in done),
+            "metrics_identical_across_repeats": all(m == done[0][0] for m, _, _ in done),
             "seconds_each": seconds,
             "seconds": statistics.median(seconds),
+            "users_evaluated": evaluated,
+            "seconds_per_user": statistics.median(seconds) / evaluated if evaluated else None,
         })
+        rows.append(row)
     add_comparisons(rows)
-    return {"steps": steps[warm], "seconds": warmup_seconds}, rows
+    return {"label": labels[warm], "seconds": warmup_seconds, **({"steps": steps[warm]} if plan["mode"] == "steps" else {})}, rows, subset
 
 
 def add_comparisons(rows):
@@ -227,7 +373,10 @@ def render_section(state):
     """Markdown of the section, without its marker comments."""
     rows, split, checkpoint, settings = state["rows"], state["split"], state["checkpoint"], state["settings"]
     machine, versions = state["machine"], state["machine"]["versions"]
-    reference = rows[0]["steps"]
+    variants = state.get("mode") == "variants"
+    # how a row is named in the headers and the text
+    reference = f"`{bench.cell(rows[0]['label'])}`" if variants else f"S={rows[0]['steps']}"
+    users = state.get("users")
     where = "the repository root" if state["cwd"] == bench.REPO else f"`{state['cwd']}`"
     epoch = f"weights of epoch {checkpoint['epoch']}" if checkpoint["epoch"] is not None else "epoch not recorded"
     best = checkpoint["best_valid_score"]
@@ -249,15 +398,36 @@ def render_section(state):
         "(the trainer rewrites its checkpoint at every new best valid score)"
         + (f", best valid score {best:.4f}" if isinstance(best, (int, float)) else "") + ".",
         "- Its settings: " + ", ".join(f"{k}={v}" for k, v in settings.items())
-        + f"; S = {STEPS_OPTION}, set in the model's configuration for each row.",
+        + ("; each row's variant (KEY=VALUE, as RecBole converts it) is set over them in the model's configuration "
+           "and passes the model's option check." if variants else f"; S = {STEPS_OPTION}, set in the model's configuration for each row."),
+    ]
+    if users:
+        lines.append(
+            f"- **Users: metrics and seconds on {users['evaluated']} of the {users['of']} users of the {split} split**, "
+            "not full-split numbers: a uniform sample without replacement (torch.randperm seeded with the checkpoint's "
+            f"seed {users['seed']}, over the users in id order), the same users for every row; their tokens are in the JSON."
+        )
+    if variants:
+        evaluation = (
+            "; the model's evaluation noise from its own seeded generator, re-seeded at every evaluation, "
+            "the same seed for every row unless a variant sets it."
+        )
+        timing = "model inference for every user, scoring every item, top-k, metrics"
+        per = "row"
+        warmup = f"the last variant, `{bench.cell(state['warmup']['label'])}`"
+    else:
+        evaluation = "; one generated sample per user, its noise from the model's seeded evaluation generator, the same seed for every S."
+        timing = "history encoder, the S sampling steps, scoring every item, top-k, metrics; only the sampling shrinks with S"
+        per = "S"
+        warmup = f"S={state['warmup']['steps']}"
+    lines += [
         f"- Evaluation: the {split} split ({protocol}), full ranking over all items, through the project's Trainer "
-        "(the path of training and `benchmarks/run.py`); one generated sample per user, its noise from the model's "
-        "seeded evaluation generator, the same seed for every S. Metrics with "
+        f"(the path of training and `benchmarks/run.py`){evaluation} Metrics with "
         f"metric_decimal_place={METRIC_DECIMALS}, shown to 4 places; the relative column uses the unrounded values.",
-        f"- Timing: eval seconds = wall seconds of one whole evaluation (history encoder, the S sampling steps, scoring "
-        f"every item, top-k, metrics; only the sampling shrinks with S), median of {state['repeats']} run(s) per S, "
-        f"rounds over every S in turn after one untimed warm-up evaluation at S={state['warmup']['steps']}; "
-        f"torch threads {state['torch_threads']}, device {state['device']}.",
+        f"- Timing: eval seconds = wall seconds of one whole evaluation ({timing}), median of {state['repeats']} run(s) per {per}, "
+        f"rounds over every {per} in turn after one untimed warm-up evaluation at {warmup}"
+        + (", on the same users; ms per user = eval seconds / users evaluated" if users else "")
+        + f"; torch threads {state['torch_threads']}, device {state['device']}.",
         f"- CPU protocol: {hidden_text}.",
         f"- Machine: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
         f"{machine['ram_gib']} GiB RAM; {machine['os']}; Python {machine['python']}, torch {versions['torch']}, "
@@ -266,17 +436,21 @@ def render_section(state):
         f"{state['load_end']} at end (other jobs on the machine slow every timing).",
     ]
     if not all(row["metrics_identical_across_repeats"] for row in rows):
-        lines.append("- **The metrics differed between repeats of one S** (the table shows the first run; the JSON has every run).")
+        lines.append(f"- **The metrics differed between repeats of one {'row' if variants else 'S'}** (the table shows the first run; the JSON has every run).")
     lines.append("")
-    header = ["S", *[f"{split} {bench.metric_title(k)}" for k in TABLE_METRICS], "eval seconds",
-              f"× S={reference} seconds", f"{bench.metric_title(REFERENCE_METRIC)} vs S={reference}"]
+    header = ["variant" if variants else "S", *[f"{split} {bench.metric_title(k)}" for k in TABLE_METRICS], "eval seconds",
+              f"× {reference} seconds", f"{bench.metric_title(REFERENCE_METRIC)} vs {reference}"]
+    if users:
+        header.append("ms per user")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---:"] * len(header)) + "|")
     for index, row in enumerate(rows):
-        cells = [str(row["steps"])]
+        cells = [f"`{bench.cell(row['label'])}`" if variants else str(row["steps"])]
         cells += [bench.fmt(row["metrics"].get(k), 4) for k in TABLE_METRICS]
         cells += [bench.fmt_seconds(row["seconds"]), bench.fmt(row["seconds_ratio"], 2)]
         cells.append("reference" if index == 0 else percent(row["relative_" + REFERENCE_METRIC]))
+        if users:
+            cells.append(bench.fmt(1000 * row["seconds_per_user"], 2) if row["seconds_per_user"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return "\n".join(lines)
@@ -323,6 +497,7 @@ def main(argv=None):
         "checkpoint": plan["checkpoint"],
         "settings": plan["settings"],
         "split": args.split,
+        "mode": plan["mode"],
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "device": str(plan["configs"][0]["device"]),
@@ -331,12 +506,14 @@ def main(argv=None):
         "started": bench.now_utc(),
         "load_start": bench.load_average(),
     }
-    print(f"evaluating {plan['checkpoint']['path']} at S = {', '.join(map(str, args.steps))}; logs in {work_dir}", flush=True)
+    shown = f"S = {', '.join(map(str, args.steps))}" if args.steps is not None else f"variants {', '.join(args.variants)}"
+    print(f"evaluating {plan['checkpoint']['path']} at {shown}; logs in {work_dir}", flush=True)
     # RecBole's trainer writes log/ and log_tensorboard/ into the current folder
     os.chdir(work_dir)
     try:
-        state["warmup"], state["rows"] = evaluate_all(plan, args.split, args.repeats, log=lambda text: print(text, flush=True))
-    except RecBoleDiffusionError as exc:  # the data moved or changed since training
+        state["warmup"], state["rows"], state["users"] = evaluate_all(
+            plan, args.split, args.repeats, users=args.users, log=lambda text: print(text, flush=True))
+    except (RecBoleDiffusionError, UsageError) as exc:  # the data moved or changed since training; --users too many
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

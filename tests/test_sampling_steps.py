@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import TINY_USERS, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "benchmarks", "sampling_steps.py")
@@ -126,6 +126,94 @@ def test_a_model_without_sampling_steps_is_refused(trained, tmp_path, capsys):
     assert code == 2
     assert capsys.readouterr().err.startswith("error: --checkpoint: model SASRec has no n_sample_steps")
     assert sorted(os.listdir(tmp_path)) == ["sasrec.pth"]
+
+
+# ----------------------------------------------------------------------------- --variants, --users
+def test_one_row_per_variant_with_the_config_the_model_saw(trained, tmp_path):
+    first, second = f"n_sample_steps={T}", "n_sample_steps=2,sample_eta=0.0"
+    done = run_script(tmp_path, f"--checkpoint={trained['saved_model_file']}", "--variants", first, second, "--section=variants")
+    assert done.returncode == 0, done.stderr
+
+    header, rows = table_rows(section_of((tmp_path / "results" / "tiny.md").read_text(), "variants"))
+    assert header == ["variant", "test HR@10", "test NDCG@10", "test NDCG@20", "eval seconds",
+                      f"× `{first}` seconds", f"NDCG@10 vs `{first}`"]
+    assert [row[0] for row in rows] == [f"`{first}`", f"`{second}`"]
+    assert rows[0][5:] == ["1.00", "reference"]
+
+    record = json.loads((tmp_path / "results" / "tiny-variants.json").read_text())
+    assert record["mode"] == "variants" and record["users"] is None
+    raw = record["rows"]
+    assert [row["label"] for row in raw] == [first, second]
+    # the strings as RecBole converts them, in the configuration each model was built with
+    assert raw[0]["config"] == {"n_sample_steps": T}
+    assert raw[1]["config"] == {"n_sample_steps": 2, "sample_eta": 0.0}
+    # the first variant is the full chain the training run tested; the second really sampled otherwise
+    for key in ("hit@10", "ndcg@10", "ndcg@20"):
+        assert raw[0]["metrics"][key] == pytest.approx(trained["test_result"][key], abs=1e-12), key
+    assert raw[1]["metrics"] != raw[0]["metrics"]
+    assert record["warmup"]["label"] == second
+    assert all(row["users_evaluated"] == TINY_USERS for row in raw)
+
+
+@pytest.mark.parametrize("variants, message", [
+    (["n_sample_steps=0"], "--variants n_sample_steps=0: n_sample_steps: must be"),
+    (["n_sample_steps=2,sample_eta=high"], "--variants n_sample_steps=2,sample_eta=high: sample_eta"),
+    (["no_such_option=1"], "--variants no_such_option=1: no_such_option is not an option of DreamRec"),
+    (["n_sample_steps"], "--variants n_sample_steps: expected KEY=VALUE"),
+    (["topk=5"], "--variants topk=5: topk is a data or evaluation option"),
+    (["model=SASRec"], "--variants model=SASRec: model is not a model option"),
+    (["n_sample_steps=2", "n_sample_steps=2"], "--variants: 'n_sample_steps=2' sets what an earlier variant sets"),
+])
+def test_a_bad_variant_is_refused_before_any_work(trained, tmp_path, capsys, variants, message):
+    code = sampling_steps.main([
+        f"--checkpoint={trained['saved_model_file']}", "--variants", *variants, "--section=variants",
+        f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}",
+    ])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: " + message)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([], "one of the arguments --steps --variants is required"),
+    (["--steps", str(T), "--variants", "n_sample_steps=2"], "not allowed with argument"),
+])
+def test_exactly_one_of_steps_and_variants(trained, tmp_path, capsys, rows, message):
+    with pytest.raises(SystemExit) as exit_:
+        sampling_steps.main([f"--checkpoint={trained['saved_model_file']}", *rows, "--section=x", f"--results_dir={tmp_path}"])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_users_evaluates_the_same_k_users_in_every_row(trained, tmp_path):
+    done = run_script(tmp_path, f"--checkpoint={trained['saved_model_file']}", "--steps", str(T), "2", "--users", "7", "--section=few")
+    assert done.returncode == 0, done.stderr
+    assert "ms per user (7 users)" in done.stdout
+
+    section = section_of((tmp_path / "results" / "tiny.md").read_text(), "few")
+    assert f"metrics and seconds on 7 of the {TINY_USERS} users of the test split" in section
+    header, rows = table_rows(section)
+    assert header[-1] == "ms per user" and len(rows) == 2
+
+    record = json.loads((tmp_path / "results" / "tiny-few.json").read_text())
+    users = record["users"]
+    assert users["evaluated"] == 7 and users["of"] == TINY_USERS and len(set(users["user_tokens"])) == 7
+    for row, cells in zip(record["rows"], rows):
+        assert row["users_evaluated"] == 7  # what the evaluation collected, not what was asked
+        assert row["seconds_per_user"] == pytest.approx(row["seconds"] / 7)
+        assert float(cells[-1]) == pytest.approx(1000 * row["seconds_per_user"], abs=0.01)
+    # a subset, so not the full split's result
+    assert record["rows"][0]["metrics"] != {k: float(v) for k, v in trained["test_result"].items()}
+
+
+def test_more_users_than_the_split_holds_is_an_error(trained, tmp_path, capsys):
+    code = sampling_steps.main([
+        f"--checkpoint={trained['saved_model_file']}", "--steps", str(T), "--users", str(TINY_USERS + 1), "--section=few",
+        f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}", "--threads=1",
+    ])
+    assert code == 2
+    assert f"error: --users {TINY_USERS + 1}: the split has only {TINY_USERS} users" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
 
 
 # ----------------------------------------------------------------------------- embedding_norms.py (same checkpoint)
