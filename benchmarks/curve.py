@@ -208,7 +208,6 @@ def collect(sources, args):
         "ok": len(ok),
         "records": len(records),
         "incomplete": [source["section"] for source in sources if source["data"].get("finished") is None],
-        "complete": all(source["data"].get("finished") is not None for source in sources),
     }
 
 
@@ -237,8 +236,8 @@ def render_markdown(curve, args, data, sources, png_path, md_path, command):
     where = "the repository root" if os.getcwd() == bench.REPO else f"`{os.getcwd()}`"
     several = len(sources) > 1
     lines = [f"## {args.name}-curve", ""]
-    if not curve["complete"]:
-        pending = curve["incomplete"]
+    pending = curve["incomplete"]
+    if pending:
         which = f"section{'s' if len(pending) > 1 else ''} {quoted_sections(pending)} {'are' if len(pending) > 1 else 'is'}"
         lines += [f"**Incomplete run: drawn from the {curve['records']} records written so far; redraw when {which} complete.**", ""]
     if several:
@@ -298,7 +297,7 @@ def build_figure(curve, args, data):
     axes.set_title(f"{data.get('dataset')}: {args.name}\ntest {metric} against {args.x}")
     axes.grid(alpha=0.3)
     axes.legend()
-    note = caption(curve) + ("" if curve["complete"] else "; INCOMPLETE RUN")
+    note = caption(curve) + ("; INCOMPLETE RUN" if curve["incomplete"] else "")
     figure.text(0.01, 0.01, note, fontsize=8, color="0.3")
     figure.tight_layout(rect=(0, 0.04, 1, 1))
     return figure

@@ -197,7 +197,7 @@ def resolve(args):
                 raise UsageError(f"--variants {text}: {exc}") from None
             # as the model sees them, after RecBole's conversion of the strings
             seen = {key: configs[-1][key] for key in settings}
-            rows.append({"label": text, "variant": text, "config": seen, "where": f"--variants {text}"})
+            rows.append({"label": text, "config": seen, "where": f"--variants {text}"})
         varied = [key for settings in variants for key in settings]
         settings_keys = [*SETTINGS_KEYS, *[key for key in dict.fromkeys(varied) if key not in SETTINGS_KEYS]]
     epoch = checkpoint.get("epoch")
@@ -283,6 +283,8 @@ def evaluate_all(plan, split, repeats, users=None, log=print):
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 
     configs, labels = plan["configs"], [row["label"] for row in plan["rows"]]
+    # how the log names a row
+    shown = [("S=" if plan["mode"] == "steps" else "") + label for label in labels]
     first = configs[0]
     init_seed(first["seed"], first["reproducibility"])
     dataset = create_dataset(first)
@@ -315,17 +317,15 @@ def evaluate_all(plan, split, repeats, users=None, log=print):
         warm = steps.index(min(steps))
     else:  # no order of cost is known: the last variant (put the cheapest last)
         warm = len(configs) - 1
-    warm_label = ("S=" if plan["mode"] == "steps" else "") + labels[warm]
     _, warmup_seconds, _ = evaluate(trainers[warm])
-    log(f"warm-up evaluation at {warm_label}: {warmup_seconds:.2f} s")
+    log(f"warm-up evaluation at {shown[warm]}: {warmup_seconds:.2f} s")
     runs = [[] for _ in configs]
     for round_index in range(repeats):
         for index, trainer in enumerate(trainers):
             metrics, seconds, evaluated = evaluate(trainer)
             runs[index].append((metrics, seconds, evaluated))
             per_user = f", {1000 * seconds / evaluated:.2f} ms per user ({evaluated} users)" if evaluated else ""
-            label = ("S=" if plan["mode"] == "steps" else "") + labels[index]
-            log(f"[round {round_index + 1}/{repeats}] {label}: {REFERENCE_METRIC} {metrics.get(REFERENCE_METRIC, float('nan')):.4f}, {seconds:.2f} s{per_user}")
+            log(f"[round {round_index + 1}/{repeats}] {shown[index]}: {REFERENCE_METRIC} {metrics.get(REFERENCE_METRIC, float('nan')):.4f}, {seconds:.2f} s{per_user}")
     rows = []
     for index, done in enumerate(runs):
         seconds = [s for _, s, _ in done]
