@@ -78,3 +78,34 @@ def assert_config_error(model, config_dict, option):
         Config(model=model, config_dict=config_dict)
     assert str(info.value).startswith(option + ":"), str(info.value)
     return info.value
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train_saved(model, tiny_data, folder, **overrides):
+    """Train ``model`` on the tiny dataset with RecBole's log folders under ``folder`` and its
+    checkpoint in ``folder/saved``, one torch thread; returns ``quick_start.run``'s result."""
+    import torch
+
+    from recbole_diffusion.quick_start import run
+
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(folder)  # RecBole's log folders
+    torch.set_num_threads(1)
+    try:
+        return run(model=model, saved=True, verbose=False,
+                   config_dict=tiny_config(tiny_data, **overrides, checkpoint_dir=str(folder / "saved")))
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+
+
+def run_benchmark_script(script, cwd, *args):
+    """Run ``benchmarks/<script>`` with ``args`` in ``cwd`` (one thread, the repository importable)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)

@@ -3,15 +3,13 @@
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import TINY_USERS, tiny_config
+from conftest import REPO, TINY_USERS, run_benchmark_script, train_saved
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "benchmarks", "sampling_steps.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
 import sampling_steps  # noqa: E402
@@ -27,28 +25,13 @@ TRAINING = {
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     """A tiny DreamRec trained one epoch with the full chain (n_sample_steps null), and its test result."""
-    from recbole_diffusion.quick_start import run
-
-    folder = tmp_path_factory.mktemp("trained")
-    cwd, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(folder)  # RecBole's log folders
-    torch.set_num_threads(1)
-    try:
-        result = run(
-            model="DreamRec", saved=True, verbose=False,
-            config_dict=tiny_config(tiny_data, **TRAINING, checkpoint_dir=str(folder / "saved")),
-        )
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
-    return result
+    return train_saved("DreamRec", tiny_data, tmp_path_factory.mktemp("trained"), **TRAINING)
 
 
 def run_script(tmp_path, *args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args, f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}", "--threads=1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    return run_benchmark_script(
+        "sampling_steps.py", tmp_path, *args,
+        f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}", "--threads=1",
     )
 
 
@@ -217,7 +200,6 @@ def test_more_users_than_the_split_holds_is_an_error(trained, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- embedding_norms.py (same checkpoint)
-NORMS_SCRIPT = os.path.join(REPO, "benchmarks", "embedding_norms.py")
 import embedding_norms  # noqa: E402
 
 
@@ -232,9 +214,7 @@ def test_spearman_of_embedding_norms():
 def test_embedding_norms_reads_the_checkpoint_and_its_split(trained, tmp_path):
     from recbole_diffusion.compat import load_checkpoint
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, NORMS_SCRIPT, f"--checkpoint={trained['saved_model_file']}"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_benchmark_script("embedding_norms.py", tmp_path, f"--checkpoint={trained['saved_model_file']}")
     assert done.returncode == 0, done.stderr
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "training" not in line]
     weight = load_checkpoint(trained["saved_model_file"])["state_dict"]["item_embedding.weight"]
@@ -243,6 +223,5 @@ def test_embedding_norms_reads_the_checkpoint_and_its_split(trained, tmp_path):
         assert sum(float(row[column]) for row in rows) == pytest.approx(1.0, abs=0.01)
     assert "Spearman correlation" in done.stdout
 
-    missing = subprocess.run([sys.executable, NORMS_SCRIPT, f"--checkpoint={tmp_path / 'none.pth'}"],
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    missing = run_benchmark_script("embedding_norms.py", tmp_path, f"--checkpoint={tmp_path / 'none.pth'}")
     assert missing.returncode == 2 and "error: --checkpoint" in missing.stderr
