@@ -141,10 +141,24 @@ def test_needs_a_two_domain_dataset(tmp_path, in_tmp_dir):
     with pytest.raises(ConfigError, match="domain_field: i2VAE is a cross-domain model"):
         prepare(data, model="i2VAE", domain_field=None, domain_names=None, dataset_domain="cloth",
                 load_col={"inter": ["user_id", "item_id", "timestamp"]})
-    with pytest.raises(ConfigError, match="n_pseudo_items"):
-        prepare(data, model="i2VAE", n_pseudo_items=-1)
-    with pytest.raises(ConfigError, match="posterior_scale must be 'clamped'"):
-        prepare(data, model="i2VAE", posterior_scale="cdrib")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("n_pseudo_items", -1, "n_pseudo_items: must be an integer >= 0; got -1"),
+    ("psg_batch_size", 0, "psg_batch_size: must be an integer >= 1; got 0"),
+    ("kl_weight", -0.1, "kl_weight: must be a number in [0.0, inf]; got -0.1"),
+    ("input_dropout_prob", 1.0, "input_dropout_prob: must be a number in [0.0, 1.0); got 1.0"),
+    ("psg_learning_rate", 0, "psg_learning_rate: must be a number in (0.0, inf]; got 0"),
+    ("posterior_scale", "cdrib", "posterior_scale: must be one of clamped, authors (clamped: "),
+    ("n_cross_heads", 3, "n_cross_heads: must divide hidden_size"),
+])
+def test_impossible_settings_are_refused_naming_the_option(tmp_path, in_tmp_dir, option, value, message):
+    from recbole_diffusion.utils import ConfigError
+
+    data = write_two_domain_dataset(tmp_path, "pair")
+    with pytest.raises(ConfigError) as info:
+        prepare(data, model="i2VAE", **{option: value})
+    assert str(info.value).startswith(message), str(info.value)
 
 
 def test_quick_run_reports_per_domain_groups(two_domain, in_tmp_dir, one_thread):

@@ -23,7 +23,7 @@ from torch import nn
 
 from recbole_diffusion.data.cross_domain import TARGET_DOMAIN, domain_list_fields
 from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.utils import ConfigError, OptionChecks
 
 __all__ = ["i2VAE"]
 
@@ -295,22 +295,21 @@ class i2VAE(SequentialRecommender):
             )
         if config["train_mode"] != "prefix":
             raise ConfigError("train_mode: i2VAE trains one sample per target (train_mode=prefix); its latents summarise whole sequences")
-        for key in ("kl_weight", "denoise_weight", "cross_domain_weight", "disentangle_weight", "length_weight_a",
-                    "input_dropout_prob", "psg_learning_rate", "psg_reg_weight"):
-            value = config[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
-        if config["posterior_scale"] not in ("clamped", "authors"):
-            raise ConfigError(
-                f"posterior_scale must be 'clamped' (log σ² in [-10, 10], N(0, I) priors) or 'authors' (σ = exp(0.1 + "
-                f"0.9·softplus(min(r, 0.4))) with the authors' priors), got {config['posterior_scale']!r}"
-            )
-        for key in ("n_pseudo_items", "psg_epochs", "psg_n_layers", "psg_embedding_size", "psg_batch_size", "n_cross_heads"):
-            value = config[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in ("n_pseudo_items", "psg_epochs") else 1):
-                raise ConfigError(f"{key} must be an integer >= {0 if key in ('n_pseudo_items', 'psg_epochs') else 1}, got {value!r}")
+        checks = OptionChecks(config)
+        for key in ("kl_weight", "denoise_weight", "cross_domain_weight", "disentangle_weight", "length_weight_a", "psg_reg_weight"):
+            checks.number(key, 0.0)
+        checks.number("input_dropout_prob", 0.0, 1.0, high_open=True)
+        checks.number("psg_learning_rate", 0.0, low_open=True)
+        checks.choice(
+            "posterior_scale", ("clamped", "authors"),
+            note="clamped: log σ² in [-10, 10], N(0, I) priors; authors: σ = exp(0.1 + 0.9·softplus(min(r, 0.4))) with the authors' priors",
+        )
+        for key in ("n_pseudo_items", "psg_epochs"):
+            checks.integer(key, 0)
+        for key in ("psg_n_layers", "psg_embedding_size", "psg_batch_size", "n_cross_heads"):
+            checks.integer(key, 1)
         if config["hidden_size"] % config["n_cross_heads"]:
-            raise ConfigError(f"n_cross_heads ({config['n_cross_heads']}) must divide hidden_size ({config['hidden_size']})")
+            raise ConfigError(f"n_cross_heads: must divide hidden_size ({config['hidden_size']}); got {config['n_cross_heads']}")
 
     _init_weights = SASRec._init_weights  # RecBole's: normal(0, initializer_range), zero biases
 
