@@ -323,8 +323,7 @@ def main(argv=None):
     command = shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv])
     try:
         for section in args.section:
-            if not bench.SECTION_RE.match(section):
-                raise UsageError(f"--section: {section!r} is not a section name (letters, digits, _ . @ + -)")
+            bench.check_name(section, "--section")
         repeated = sorted({section for section in args.section if args.section.count(section) > 1})
         if repeated:
             raise UsageError(f"--section: {', '.join(repeated)} given more than once")
@@ -336,8 +335,8 @@ def main(argv=None):
                     f"<name>-curve and the PNG, e.g. --name={example}"
                 )
             args.name = args.section[0]
-        elif not bench.SECTION_RE.match(args.name):
-            raise UsageError(f"--name: {args.name!r} is not a section name (letters, digits, _ . @ + -)")
+        else:
+            bench.check_name(args.name, "--name")
         if not args.dataset or os.sep in args.dataset:
             raise UsageError(f"--dataset: {args.dataset!r} is not a dataset name")
         png_path = os.path.join(results_dir, bench.slug(f"{args.dataset}-{args.name}-{args.metric.lower().replace('@', '')}") + ".png")

@@ -50,6 +50,13 @@ class UsageError(ValueError):
     """Bad command-line input; reported as ``error: ...`` with exit code 2."""
 
 
+def check_name(value, option, what="section"):
+    """``value`` if it can name a section or dataset (a file name part); else UsageError naming ``option``."""
+    if not isinstance(value, str) or not SECTION_RE.match(value):
+        raise UsageError(f"{option}: {value!r} is not a {what} name (letters, digits and _ . @ + -, starting with a letter or digit)")
+    return value
+
+
 # ============================================================================ arguments
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -157,11 +164,9 @@ def resolve(args):
         for reserved in ("model", "data_path"):
             if reserved in settings:
                 raise UsageError(f"--model_args {label}: {reserved} cannot differ between models of one run")
-        if "dataset" in settings and not SECTION_RE.match(settings["dataset"]):
-            raise UsageError(f"--model_args {label}: dataset={settings['dataset']!r} is not a dataset name")
-    section = args.section or "-".join(labels)
-    if not SECTION_RE.match(section):
-        raise UsageError(f"--section: {section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
+        if "dataset" in settings:
+            check_name(settings["dataset"], f"--model_args {label}: dataset", "dataset")
+    section = check_name(args.section or "-".join(labels), "--section")
     if args.reference is not None:
         if args.reference not in labels:
             raise UsageError(f"--reference: {args.reference!r} is not one of the labels in --models ({', '.join(labels)})")

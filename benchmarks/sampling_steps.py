@@ -136,8 +136,7 @@ def resolve(args):
     from recbole_diffusion.config import Config
     from recbole_diffusion.utils import RecBoleDiffusionError
 
-    if not bench.SECTION_RE.match(args.section):
-        raise UsageError(f"--section: {args.section!r} may hold only letters, digits and _ . @ + - (and start with a letter or digit)")
+    bench.check_name(args.section, "--section")
     if args.steps is not None:
         repeated = sorted({s for s in args.steps if args.steps.count(s) > 1})
         if repeated:
@@ -160,8 +159,7 @@ def resolve(args):
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--checkpoint: {exc}") from None
     results_name = args.dataset_name_for_results or dataset
-    if not bench.SECTION_RE.match(results_name):
-        raise UsageError(f"--dataset_name_for_results: {results_name!r} is not a dataset name")
+    bench.check_name(results_name, "--dataset_name_for_results", "dataset")
     # nothing is saved, but RecBole's Trainer creates checkpoint_dir: let that be in the work dir
     overrides = {"metric_decimal_place": METRIC_DECIMALS, "show_progress": False, "checkpoint_dir": "saved"}
     if args.data_path:
@@ -250,9 +248,8 @@ def user_subset(eval_data, config, k):
     chosen = users[torch.randperm(len(users), generator=generator)[:k]].sort().values
     subset = dataset.copy(dataset.inter_feat[torch.isin(uids, chosen)])
     loader = type(eval_data)(config, subset, eval_data._sampler, shuffle=False)
-    for name in ("train_history_length",):  # what data_preparation adds to the loader
-        if hasattr(eval_data, name):
-            setattr(loader, name, getattr(eval_data, name))
+    if hasattr(eval_data, "train_history_length"):  # what data_preparation adds to the loader
+        loader.train_history_length = eval_data.train_history_length
     tokens = dataset.id2token(uid_field, chosen.numpy())
     info = {"evaluated": k, "of": len(users), "seed": int(config["seed"]), "user_tokens": [str(t) for t in tokens]}
     return loader, info

@@ -50,7 +50,7 @@ def test_model_args_bare_name_applies_to_every_entry_and_label_wins():
         (["--models", "SASRec", "--model_args", "SASRec@x:epochs=1"], "not one of the labels"),
         (["--models", "SASRec", "--model_args", "SASRec:epochs"], "KEY=VALUE"),
         (["--models", "SASRec", "--reference", "GRU4Rec"], "--reference"),
-        (["--models", "SASRec", "--section", "a b"], "--section"),
+        (["--models", "SASRec", "--section", "a b"], "--section: 'a b' is not a section name"),
         (["--models", "SAS Rec"], "--models"),
         (["--models", "SASRec", "--epochs=2", "--set", "epochs=3"], "disagree"),
     ],
@@ -69,7 +69,7 @@ def test_a_model_may_run_on_another_dataset_and_the_section_says_so():
     assert entries["SASRec@cloth"]["overrides"]["dataset"] == "cloth-sport-cloth"  # shown with the settings
     with pytest.raises(runner.UsageError, match="data_path cannot differ"):
         plan_for("--models", "SASRec", "--model_args", "SASRec:data_path=/elsewhere")
-    with pytest.raises(runner.UsageError, match="not a dataset name"):
+    with pytest.raises(runner.UsageError, match=re.escape("--model_args SASRec: dataset: '../x' is not a dataset name")):
         plan_for("--models", "SASRec", "--model_args", "SASRec:dataset=../x")
     # a committed run's state, rendered with one record moved to another dataset
     with open(os.path.join(REPO, "benchmarks", "results", "amazon-beauty-adarec-20-epochs.json"), encoding="utf-8") as handle:
