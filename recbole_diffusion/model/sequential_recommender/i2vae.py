@@ -173,7 +173,9 @@ class i2VAE(SequentialRecommender):
     section ``cross-domain-8-epochs``); β = 0.01 or 0 escapes (|μ| ≈ 0.5-1.5, user vectors spread).
     The authors' Xavier init or ``posterior_scale: authors`` do not prevent it. ``hyper/i2VAE.hyper``
     therefore searches β down to 0.001; KL annealing or free bits, the usual remedies, are not
-    part of the paper and are not offered.
+    part of the paper and are not offered. After 20 epochs on cloth-sport (hidden 64), valid
+    NDCG@10 was 0.0152 / 0.0178 / 0.0179 at β = 0.01 / 0.001 / 0 (benchmark sections
+    ``i2vae-kl0.01-20-epochs``, ``i2vae-kl-grid-20-epochs``).
 
     NOTE: the domain encoders are RecBole's TransformerEncoder with position embeddings and a
     causal padding mask, mean-pooled over real positions (the authors: no position embedding,
