@@ -310,7 +310,7 @@ def test_defaults(tiny_data):
 
     config = Config(model="AsarRec", config_dict={"data_path": tiny_data[0], "dataset": tiny_data[1]})
     expected = {"backbone": "SASRec", "augmentation": "learned", "perturbation_budget": 0.1, "train_mode": "sequence",
-                "cl_weight": 0.1, "train_noise_ratio": 0.0}
+                "cl_weight": 0.01, "train_noise_ratio": 0.0}
     assert {key: config[key] for key in expected} == expected
 
 
