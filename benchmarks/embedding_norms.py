@@ -17,9 +17,13 @@ Exit code 2 with ``error: ...`` for a missing or unreadable checkpoint, or one w
 """
 
 import argparse
-import json
 import os
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import run as bench  # noqa: E402
 
 BUCKETS = ((0, 0), (1, 4), (5, 9), (10, 29), (30, 99), (100, None))
 
@@ -32,16 +36,15 @@ def build_parser():
 
 
 def load(args):
-    from recbole_diffusion.compat import load_checkpoint
-
+    """(stored configuration, item-embedding weight) of ``--checkpoint``; exit code 2 if unreadable."""
     try:
-        checkpoint = load_checkpoint(os.path.abspath(args.checkpoint))
-        stored = json.loads(checkpoint["config"])
-        weight = checkpoint["state_dict"]["item_embedding.weight"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"error: --checkpoint {args.checkpoint}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        checkpoint, stored = bench.read_checkpoint(args.checkpoint)
+        if "item_embedding.weight" not in checkpoint["state_dict"]:
+            raise bench.UsageError(f"--checkpoint {args.checkpoint}: no item_embedding.weight in its state_dict")
+    except bench.UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return stored, weight
+    return stored, checkpoint["state_dict"]["item_embedding.weight"]
 
 
 def spearman(x, y):

@@ -57,6 +57,22 @@ def check_name(value, option, what="section"):
     return value
 
 
+def read_checkpoint(path):
+    """``(checkpoint, stored)`` of a checkpoint this plugin's Trainer wrote: the dict read with the
+    project's weights_only loader and the configuration stored in it (with ``model`` and
+    ``dataset``); UsageError naming ``--checkpoint`` when it is missing, unreadable or incomplete."""
+    from recbole_diffusion.compat import load_checkpoint
+
+    try:
+        checkpoint = load_checkpoint(os.path.abspath(path))
+        stored = json.loads(checkpoint["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"--checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(stored, dict) or not {"model", "dataset"} <= stored.keys() or "state_dict" not in checkpoint:
+        raise UsageError(f"--checkpoint {path}: no model, dataset or state_dict in it (not written by this plugin's Trainer?)")
+    return checkpoint, stored
+
+
 # ============================================================================ arguments
 def build_parser():
     parser = argparse.ArgumentParser(

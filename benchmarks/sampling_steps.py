@@ -132,7 +132,6 @@ def parse_variants(texts):
 
 def resolve(args):
     """Check the arguments and the checkpoint, and build one configuration per row; reads no data."""
-    from recbole_diffusion.compat import load_checkpoint
     from recbole_diffusion.config import Config
     from recbole_diffusion.utils import RecBoleDiffusionError
 
@@ -151,13 +150,9 @@ def resolve(args):
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
     checkpoint_file = os.path.abspath(args.checkpoint)
-    try:
-        checkpoint = load_checkpoint(checkpoint_file)
-        stored = json.loads(checkpoint["config"])
-        model_name, dataset = stored.pop("model"), stored.pop("dataset")
-        state = {"state_dict": checkpoint["state_dict"], "other_parameter": checkpoint.get("other_parameter")}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"--checkpoint: {exc}") from None
+    checkpoint, stored = bench.read_checkpoint(checkpoint_file)
+    model_name, dataset = stored.pop("model"), stored.pop("dataset")
+    state = {"state_dict": checkpoint["state_dict"], "other_parameter": checkpoint.get("other_parameter")}
     results_name = args.dataset_name_for_results or dataset
     bench.check_name(results_name, "--dataset_name_for_results", "dataset")
     # nothing is saved, but RecBole's Trainer creates checkpoint_dir: let that be in the work dir

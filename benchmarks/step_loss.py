@@ -24,9 +24,13 @@ model than DiffRec, or a step outside 1..N.
 """
 
 import argparse
-import json
 import os
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+import run as bench  # noqa: E402
 
 NOISE_SEED = 2023  # noise of the slot, the same for every step and checkpoint
 
@@ -45,17 +49,14 @@ def fail(message):
 
 
 def load(args):
-    from recbole_diffusion.compat import load_checkpoint
-
+    """(stored configuration, state dict) of ``--checkpoint``, a DiffRec checkpoint; exit code 2 otherwise."""
     try:
-        checkpoint = load_checkpoint(os.path.abspath(args.checkpoint))
-        stored = json.loads(checkpoint["config"])
-        state_dict = checkpoint["state_dict"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        fail(f"--checkpoint {args.checkpoint}: {type(exc).__name__}: {exc}")
-    if stored.get("model") != "DiffRec":
-        fail(f"--checkpoint {args.checkpoint}: a {stored.get('model')} checkpoint; this diagnostic reads DiffRec's noised slot")
-    return stored, state_dict
+        checkpoint, stored = bench.read_checkpoint(args.checkpoint)
+    except bench.UsageError as exc:
+        fail(str(exc))
+    if stored["model"] != "DiffRec":
+        fail(f"--checkpoint {args.checkpoint}: a {stored['model']} checkpoint; this diagnostic reads DiffRec's noised slot")
+    return stored, checkpoint["state_dict"]
 
 
 def rank_metrics(logits, target):
@@ -142,7 +143,7 @@ def main(argv=None):
         else:
             alpha = float(alphas[step])
             alpha_text = f"{alpha:.4f}"
-            snr_text = f"{alpha ** 0.5 * mean_norm / (max(1.0 - alpha, 0.0) ** 0.5 * dim ** 0.5):.3f}" if alpha < 1 else "inf"
+            snr_text = f"{alpha ** 0.5 * mean_norm / ((1.0 - alpha) ** 0.5 * dim ** 0.5):.3f}" if alpha < 1 else "inf"
         print(f"| {label} | {alpha_text} | {snr_text} | {ce / users:.3f} | {mse / users:.3f} | {hits / users:.4f} | {ndcg / users:.4f} |")
     return 0
 
