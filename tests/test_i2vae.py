@@ -161,6 +161,16 @@ def test_impossible_settings_are_refused_naming_the_option(tmp_path, in_tmp_dir,
     assert str(info.value).startswith(message), str(info.value)
 
 
+def test_defaults(two_domain, in_tmp_dir):
+    """The authors' weights, except β (0.001: the authors' 1 collapses the posterior, see the NOTE)."""
+    from recbole_diffusion.config import Config
+
+    config = Config(model="i2VAE", config_dict={k: v for k, v in cd_config(two_domain).items() if k not in FAST})
+    expected = {"kl_weight": 0.001, "denoise_weight": 0.005, "cross_domain_weight": 0.001, "learning_rate": 0.0008,
+                "train_batch_size": 512, "n_pseudo_items": 20, "hidden_size": 128, "train_mode": "prefix"}
+    assert {key: config[key] for key in expected} == expected
+
+
 def test_quick_run_reports_per_domain_groups(two_domain, in_tmp_dir, one_thread):
     from recbole_diffusion.quick_start import run
 
