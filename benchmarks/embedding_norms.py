@@ -37,13 +37,9 @@ def build_parser():
 
 def load(args):
     """(stored configuration, item-embedding weight) of ``--checkpoint``; exit code 2 if unreadable."""
-    try:
-        checkpoint, stored = bench.read_checkpoint(args.checkpoint)
-        if "item_embedding.weight" not in checkpoint["state_dict"]:
-            raise bench.UsageError(f"--checkpoint {args.checkpoint}: no item_embedding.weight in its state_dict")
-    except bench.UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    checkpoint, stored = bench.checkpoint_or_exit(args.checkpoint)
+    if "item_embedding.weight" not in checkpoint["state_dict"]:
+        bench.fail(f"--checkpoint {args.checkpoint}: no item_embedding.weight in its state_dict")
     return stored, checkpoint["state_dict"]["item_embedding.weight"]
 
 

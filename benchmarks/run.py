@@ -73,6 +73,20 @@ def read_checkpoint(path):
     return checkpoint, stored
 
 
+
+def fail(message):
+    """``error: message`` on stderr and exit code 2 (the print-only diagnostics)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def checkpoint_or_exit(path):
+    """:func:`read_checkpoint` for the print-only diagnostics: :func:`fail` instead of UsageError."""
+    try:
+        return read_checkpoint(path)
+    except UsageError as exc:
+        fail(exc)
+
 # ============================================================================ arguments
 def build_parser():
     parser = argparse.ArgumentParser(

@@ -43,17 +43,12 @@ def build_parser():
     return parser
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+fail = bench.fail
 
 
 def load(args):
     """(stored configuration, state dict) of ``--checkpoint``, a DiffRec checkpoint; exit code 2 otherwise."""
-    try:
-        checkpoint, stored = bench.read_checkpoint(args.checkpoint)
-    except bench.UsageError as exc:
-        fail(str(exc))
+    checkpoint, stored = bench.checkpoint_or_exit(args.checkpoint)
     if stored["model"] != "DiffRec":
         fail(f"--checkpoint {args.checkpoint}: a {stored['model']} checkpoint; this diagnostic reads DiffRec's noised slot")
     return stored, checkpoint["state_dict"]

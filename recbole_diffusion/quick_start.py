@@ -24,6 +24,16 @@ def build_model(config, train_data):
     return model_class(config, train_data._dataset).to(config["device"])
 
 
+def restore_model(config, train_data, checkpoint):
+    """The configured model with the weights of ``checkpoint`` (a dict read by
+    ``compat.load_checkpoint``), in eval mode."""
+    model = build_model(config, train_data)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return model
+
+
 def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False):
     """Train ``model`` on ``dataset`` with early stopping on the valid split, then test.
 
@@ -95,8 +105,5 @@ def load_data_and_model(model_file):
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    model = build_model(config, train_data)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
-    model.eval()
+    model = restore_model(config, train_data, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data
