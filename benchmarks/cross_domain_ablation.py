@@ -65,22 +65,19 @@ def evaluate(args):
     import torch
     from recbole.utils import init_seed
 
-    from recbole_diffusion.config import Config
     from recbole_diffusion.data.cross_domain import domain_list_fields
     from recbole_diffusion.data.groups import CROSS_DOMAIN_GROUPS, cross_domain_group_key
     from recbole_diffusion.quick_start import restore_model
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 
     checkpoint, stored = bench.checkpoint_or_exit(args.checkpoint)
-    model_name, dataset_name = stored.pop("model"), stored.pop("dataset")
-    overrides = {"data_path": os.path.abspath(args.data_path)} if args.data_path else {}
+    model_name, dataset_name = stored["model"], stored["dataset"]
     # the checkpoint's own folder as checkpoint_dir: RecBole's Trainer creates that folder, which exists
     checkpoint_dir = os.path.dirname(os.path.abspath(args.checkpoint))
-    config = Config(model=model_name, dataset=dataset_name, config_dict={
-        **stored, **overrides, "show_progress": False, "device": "cpu", "use_gpu": False, "checkpoint_dir": checkpoint_dir})
+    config = bench.checkpoint_config(stored, args.data_path, device="cpu", use_gpu=False, checkpoint_dir=checkpoint_dir)
     if not config["domain_field"]:
-        bench.fail(f"--checkpoint {args.checkpoint}: {model_name} on {dataset_name} has no domain_field; this diagnostic needs "
-             "a model trained on a two-domain dataset (e.g. cloth-sport)")
+        bench.fail(f"--checkpoint {args.checkpoint}: {model_name} on {dataset_name} has no domain_field; this diagnostic "
+                   "needs a model trained on a two-domain dataset (e.g. cloth-sport)")
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)

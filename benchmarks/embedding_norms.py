@@ -65,12 +65,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     stored, weight = load(args)
     import torch
-    from recbole_diffusion.config import Config
     from recbole_diffusion.utils import create_dataset
 
-    model, dataset_name = stored.pop("model"), stored.pop("dataset")
-    overrides = {"data_path": os.path.abspath(args.data_path)} if args.data_path else {}
-    config = Config(model=model, dataset=dataset_name, config_dict={**stored, **overrides, "show_progress": False})
+    config = bench.checkpoint_config(stored, args.data_path)
     dataset = create_dataset(config)
     train, valid, test = dataset.build()
     item = config["ITEM_ID_FIELD"]
@@ -78,7 +75,7 @@ def main(argv=None):
     frequency = torch.bincount(train.inter_feat[item], minlength=n_items)[1:]  # row 0 is padding
     norms = weight.float().norm(dim=1)[1:]
     targets = {name: torch.bincount(part.inter_feat[item], minlength=n_items)[1:] for name, part in (("valid", valid), ("test", test))}
-    print(f"checkpoint {args.checkpoint}: {model} on {dataset_name}, {n_items - 1} items, hidden {weight.shape[1]}")
+    print(f"checkpoint {args.checkpoint}: {stored['model']} on {stored['dataset']}, {n_items - 1} items, hidden {weight.shape[1]}")
     print("| training frequency | items | mean norm | median norm | share of valid targets | share of test targets |")
     print("|---|---:|---:|---:|---:|---:|")
     for low, high in BUCKETS:

@@ -73,6 +73,16 @@ def read_checkpoint(path):
     return checkpoint, stored
 
 
+def checkpoint_config(stored, data_path=None, **settings):
+    """The Config a checkpoint was trained with (``stored``, from :func:`read_checkpoint`, is left
+    as it is): its data read from ``data_path`` when given, progress bars off, ``settings`` on top."""
+    from recbole_diffusion.config import Config
+
+    config_dict = {key: value for key, value in stored.items() if key not in ("model", "dataset")}
+    if data_path:
+        config_dict["data_path"] = os.path.abspath(data_path)
+    return Config(model=stored["model"], dataset=stored["dataset"], config_dict={**config_dict, "show_progress": False, **settings})
+
 
 def fail(message):
     """``error: message`` on stderr and exit code 2 (the print-only diagnostics)."""
@@ -86,6 +96,7 @@ def checkpoint_or_exit(path):
         return read_checkpoint(path)
     except UsageError as exc:
         fail(exc)
+
 
 # ============================================================================ arguments
 def build_parser():

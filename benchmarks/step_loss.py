@@ -43,14 +43,11 @@ def build_parser():
     return parser
 
 
-fail = bench.fail
-
-
 def load(args):
     """(stored configuration, state dict) of ``--checkpoint``, a DiffRec checkpoint; exit code 2 otherwise."""
     checkpoint, stored = bench.checkpoint_or_exit(args.checkpoint)
     if stored["model"] != "DiffRec":
-        fail(f"--checkpoint {args.checkpoint}: a {stored['model']} checkpoint; this diagnostic reads DiffRec's noised slot")
+        bench.fail(f"--checkpoint {args.checkpoint}: a {stored['model']} checkpoint; this diagnostic reads DiffRec's noised slot")
     return stored, checkpoint["state_dict"]
 
 
@@ -72,18 +69,13 @@ def main(argv=None):
     import torch.nn.functional as F
     from recbole.utils import init_seed
 
-    from recbole_diffusion.config import Config
     from recbole_diffusion.quick_start import build_model
     from recbole_diffusion.utils import create_dataset, data_preparation
 
-    model_name, dataset_name = stored.pop("model"), stored.pop("dataset")
-    overrides = {"show_progress": False}
-    if args.data_path:
-        overrides["data_path"] = os.path.abspath(args.data_path)
-    config = Config(model=model_name, dataset=dataset_name, config_dict={**stored, **overrides})
+    config = bench.checkpoint_config(stored, args.data_path)
     bad = [n for n in args.steps if not 1 <= n <= config["n_diffusion_steps"]]
     if bad:
-        fail(f"--steps: {', '.join(map(str, bad))} outside 1..{config['n_diffusion_steps']} (the checkpoint's n_diffusion_steps)")
+        bench.fail(f"--steps: {', '.join(map(str, bad))} outside 1..{config['n_diffusion_steps']} (the checkpoint's n_diffusion_steps)")
     init_seed(config["seed"], config["reproducibility"])
     train_data, valid_data, _ = data_preparation(config, create_dataset(config))
     model = build_model(config, train_data)
@@ -126,7 +118,7 @@ def main(argv=None):
     keys = ("embedding_init_std", "mse_loss_weight", "rec_loss_weight", "use_step_embedding", "use_position_embedding",
             "tie_output_weights", "noise_schedule")
     settings = ", ".join(f"{key}={config[key]}" for key in keys)
-    print(f"checkpoint {args.checkpoint}: DiffRec on {dataset_name}, hidden {dim}, {settings}")
+    print(f"checkpoint {args.checkpoint}: DiffRec on {stored['dataset']}, hidden {dim}, {settings}")
     print(f"{users} validation users; mean ‖E(v)‖ of their targets {mean_norm:.3f} (noise: sqrt(d) = {dim ** 0.5:.3f})")
     print("| step n | ᾱ_n | slot SNR | L_Rec | L_n | HR@10 | NDCG@10 |")
     print("|---|---:|---:|---:|---:|---:|---:|")

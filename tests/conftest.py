@@ -83,9 +83,11 @@ def assert_config_error(model, config_dict, option):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def train_saved(model, tiny_data, folder, **overrides):
+def train_saved(model, tiny_data, folder, make_config=None, **overrides):
     """Train ``model`` on the tiny dataset with RecBole's log folders under ``folder`` and its
-    checkpoint in ``folder/saved``, one torch thread; returns ``quick_start.run``'s result."""
+    checkpoint in ``folder/saved``, one torch thread; returns ``quick_start.run``'s result.
+    ``make_config(data, **overrides)`` builds the config dict (default: ``tiny_config``), so
+    another dataset (``tiny_data``: its ``(data_path, name)``) can be trained the same way."""
     import torch
 
     from recbole_diffusion.quick_start import run
@@ -95,7 +97,7 @@ def train_saved(model, tiny_data, folder, **overrides):
     torch.set_num_threads(1)
     try:
         return run(model=model, saved=True, verbose=False,
-                   config_dict=tiny_config(tiny_data, **overrides, checkpoint_dir=str(folder / "saved")))
+                   config_dict=(make_config or tiny_config)(tiny_data, **overrides, checkpoint_dir=str(folder / "saved")))
     finally:
         os.chdir(cwd)
         torch.set_num_threads(threads)

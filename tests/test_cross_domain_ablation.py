@@ -17,19 +17,8 @@ import cross_domain_ablation  # noqa: E402
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny i2VAE trained two epochs on a two-domain dataset, saved, and its test result."""
-    from recbole_diffusion.quick_start import run
-
     folder = tmp_path_factory.mktemp("i2vae")
-    data = write_two_domain_dataset(folder)
-    cwd, threads = os.getcwd(), torch.get_num_threads()
-    os.chdir(folder)
-    torch.set_num_threads(1)
-    try:
-        return run(model="i2VAE", saved=True, verbose=False,
-                   config_dict=cd_config(data, **FAST, epochs=2, checkpoint_dir=str(folder / "saved")))
-    finally:
-        os.chdir(cwd)
-        torch.set_num_threads(threads)
+    return train_saved("i2VAE", write_two_domain_dataset(folder), folder, make_config=cd_config, **FAST, epochs=2)
 
 
 def table(stdout):

@@ -166,17 +166,18 @@ class i2VAE(SequentialRecommender):
 
     NOTE: ``kl_weight`` (β) defaults to 0.001, not the authors' 1 (the spec lists the authors' λ_a
     and λ_c but not β), because β = 1 collapses the posterior. Measured on cloth-sport (hidden 64,
-    session 4): at the first step the KL terms send a gradient about 500 times larger than the CE into the domain-specific
-    Gaussian head; within 20 steps |μ| falls from 0.05 to 0.008 with σ at 1.0, and after ~4 epochs
-    the user vectors differ across users by 1e-4 (norm 3-4): every user gets the same,
-    popularity-like ranking (valid NDCG@10 stays ≈ 0.005). β = 0.1 still collapses (benchmark
-    section ``cross-domain-8-epochs``); β = 0.01 or 0 escapes (|μ| ≈ 0.5-1.5, user vectors spread).
-    The authors' Xavier init or ``posterior_scale: authors`` do not prevent it. KL annealing or
-    free bits, the usual remedies, are not part of the paper and are not offered. After 20 epochs
-    on cloth-sport (hidden 64), valid NDCG@10 was 0.0152 / 0.0178 / 0.0179 at β = 0.01 / 0.001 / 0
-    (benchmark sections ``i2vae-kl0.01-20-epochs``, ``i2vae-kl-grid-20-epochs``): 0.001 is the
-    default as the best β that keeps the KL to the priors (β = 0 ties it and drops the VAE's prior
-    term). ``kl_weight: 1`` runs the authors' setting; ``hyper/i2VAE.hyper`` searches 0 to 0.01.
+    session 4): at the first step the KL terms send a gradient about 500 times larger than the CE
+    into the domain-specific Gaussian head; within 20 steps |μ| falls from 0.05 to 0.008 with σ at
+    1.0, and after ~4 epochs the user vectors differ across users by 1e-4 (norm 3-4): every user
+    gets the same, popularity-like ranking (valid NDCG@10 stays ≈ 0.005). β = 0.1 still collapses
+    (benchmark section ``cross-domain-8-epochs``); β = 0.01 or 0 escapes (|μ| ≈ 0.5-1.5, user
+    vectors spread). The authors' Xavier init or ``posterior_scale: authors`` do not prevent it. KL
+    annealing or free bits, the usual remedies, are not part of the paper and are not offered. After
+    20 epochs on cloth-sport (hidden 64), valid NDCG@10 was 0.0152 / 0.0178 / 0.0179 at β = 0.01 /
+    0.001 / 0 (benchmark sections ``i2vae-kl0.01-20-epochs``, ``i2vae-kl-grid-20-epochs``): 0.001 is
+    the default as the best β that keeps the KL to the priors (β = 0 ties it and drops the VAE's
+    prior term). ``kl_weight: 1`` runs the authors' setting; ``hyper/i2VAE.hyper`` searches 0 to
+    0.01.
 
     NOTE: the domain encoders are RecBole's TransformerEncoder with position embeddings and a
     causal padding mask, mean-pooled over real positions (the authors: no position embedding,
