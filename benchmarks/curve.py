@@ -6,13 +6,13 @@
         --section asarrec-robustness-a asarrec-robustness-b --name=asarrec-robustness \\
         --x=train_noise_ratio --metric=ndcg@10 --series model,augmentation
 
-Reads ``benchmarks/results/<dataset>-<section>.json`` (written by ``benchmarks/run.py``) of each
+Reads ``benchmarks/results/runs/<dataset>-<section>.json`` (written by ``benchmarks/run.py``) of each
 ``--section``, puts every ``ok`` record at the point (its ``--x`` value, its ``--metric`` test
 value) of the series named by its ``--series`` values, and writes
 
-- ``benchmarks/results/<dataset>-<name>-<metric without @>.png``: one line with markers per
+- ``benchmarks/results/runs/<dataset>-<name>-<metric without @>.png``: one line with markers per
   series;
-- the section ``<name>-curve`` of ``benchmarks/results/<dataset>.md``: the metric per series
+- the section ``<name>-curve`` of ``benchmarks/results/runs/<dataset>.md``: the metric per series
   and x value, each series' relative difference to a reference series, and a link to the PNG.
 
 ``<name>`` is the section's own name when one section is given; with several (e.g. one robustness
@@ -48,7 +48,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="benchmarks/curve.py",
         description="Plot the test metric of one benchmark section (or several) against a setting, one line per "
-        "series, and write the section <name>-curve of benchmarks/results/<dataset>.md (see benchmarks/README.md).",
+        "series, and write the section <name>-curve of benchmarks/results/runs/<dataset>.md (see benchmarks/README.md).",
     )
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. amazon-beauty")
     parser.add_argument(
@@ -68,7 +68,7 @@ def build_parser():
         "'model' and 'label' are the record's own fields, a setting a record lacks counts as empty",
     )
     parser.add_argument("--reference", default=None, help="series the relative differences divide by (default: the first series)")
-    parser.add_argument("--results_dir", default=os.path.join(bench.REPO, "benchmarks", "results"), help="where the JSON is read and the PNG and <dataset>.md are written")
+    parser.add_argument("--results_dir", default=bench.RUNS_DIR, help="where the JSON is read and the PNG and <dataset>.md are written")
     return parser
 
 

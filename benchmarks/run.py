@@ -5,9 +5,9 @@
         --model_args "SASRec:epochs=1" "SASRec@seq:train_mode=sequence,epochs=20"
 
 Models run one after another, each in its own process (``benchmarks/worker.py``), so peak
-memory is per model. The section ``NAME`` of ``benchmarks/results/<dataset>.md`` is written (or
+memory is per model. The section ``NAME`` of ``benchmarks/results/runs/<dataset>.md`` is written (or
 replaced, other sections untouched) after every model, together with the raw records in
-``benchmarks/results/<dataset>-<NAME>.json``. See ``benchmarks/README.md`` for the columns and
+``benchmarks/results/runs/<dataset>-<NAME>.json``. See ``benchmarks/README.md`` for the columns and
 conventions. Exit code: 0 when every model ran, 1 when one failed, 2 on bad arguments.
 """
 
@@ -30,6 +30,8 @@ from importlib import metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "benchmarks", "worker.py")
+# one-off runs (ablations, curves, diagnostics); benchmarks/leaderboard.py writes benchmarks/results/runs/<dataset>.md
+RUNS_DIR = os.path.join(REPO, "benchmarks", "results", "runs")
 
 # The project's CPU benchmark protocol, laid under every config (the user's files and values win).
 CPU_PROTOCOL = {"hidden_size": 64}
@@ -103,7 +105,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="benchmarks/run.py",
         description="Run models one after another on one dataset and write a section of "
-        "benchmarks/results/<dataset>.md (see benchmarks/README.md).",
+        "benchmarks/results/runs/<dataset>.md (see benchmarks/README.md).",
     )
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. amazon-beauty")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
@@ -125,7 +127,7 @@ def build_parser():
     )
     parser.add_argument("--section", default=None, help="section name in the results file (default: the labels joined by '-')")
     parser.add_argument("--reference", default=None, metavar="LABEL", help="label whose s/epoch the ratios divide by (default: the first SASRec entry)")
-    parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where <dataset>.md and the JSON go")
+    parser.add_argument("--results_dir", default=RUNS_DIR, help="where <dataset>.md and the JSON go")
     parser.add_argument("--work_dir", default=None, help="per-model logs and checkpoints (default: benchmarks/logs/<dataset>-<section>)")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a model that runs longer (reported as failed)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per model (default: torch's choice, usually one per core)")
@@ -313,8 +315,9 @@ def slug(label):
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
 
 
-def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads=None, memory_limit_gb=None):
-    """Run one model in a worker process; return its record (never raises for a model failure)."""
+def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads=None, memory_limit_gb=None, keep_test_rows=False):
+    """Run one model in a worker process; return its record (never raises for a model failure).
+    ``keep_test_rows``: the record also holds every test user's rank (worker.py's ``test_rows``)."""
     model_dir = os.path.join(work_dir, slug(entry["label"]))
     os.makedirs(model_dir, exist_ok=True)
     protocol_file = os.path.join(model_dir, "benchmark-defaults.yaml")
@@ -333,6 +336,7 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
         "config_dict": config_dict,
         "result_file": result_file,
         "keep_checkpoint": keep_checkpoints,
+        "keep_test_rows": keep_test_rows,
         "threads": threads,
         "memory_limit_bytes": int(memory_limit_gb * 1024 ** 3) if memory_limit_gb else None,
     }

@@ -13,8 +13,8 @@ S, with ``n_sample_steps=S`` in the model's configuration and the project's Trai
 evaluation that training and ``benchmarks/run.py`` use, with the metrics of the dataset's YAML.
 Every S draws its noise from the model's seeded evaluation generator, from the same seed.
 
-It writes (replaces) the section ``--section`` of ``benchmarks/results/<dataset>.md`` and the raw
-numbers in ``benchmarks/results/<dataset>-<section>.json`` with ``run.py``'s markers, lock and
+It writes (replaces) the section ``--section`` of ``benchmarks/results/runs/<dataset>.md`` and the raw
+numbers in ``benchmarks/results/runs/<dataset>-<section>.json`` with ``run.py``'s markers, lock and
 atomic writes; ``<dataset>`` is the checkpoint's dataset unless ``--dataset_name_for_results``
 names another file. The table has one row per S, in the order given: HR@10, NDCG@10, NDCG@20 of
 the split, the wall seconds of one whole evaluation (the median of ``--repeats`` runs; rounds go
@@ -88,7 +88,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="benchmarks/sampling_steps.py",
         description="Evaluate one checkpoint at several numbers of sampling steps S and write a section "
-        "of benchmarks/results/<dataset>.md (S, metrics, evaluation seconds).",
+        "of benchmarks/results/runs/<dataset>.md (S, metrics, evaluation seconds).",
     )
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by this project's Trainer (.pth)")
     rows = parser.add_mutually_exclusive_group(required=True)
@@ -108,7 +108,7 @@ def build_parser():
     )
     parser.add_argument("--repeats", type=int, default=1, help="timed evaluations per S; the table shows the median (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice, usually one per core)")
-    parser.add_argument("--results_dir", default=os.path.join(bench.REPO, "benchmarks", "results"), help="where <dataset>.md and the JSON go")
+    parser.add_argument("--results_dir", default=bench.RUNS_DIR, help="where <dataset>.md and the JSON go")
     parser.add_argument("--work_dir", default=None, help="RecBole's log folders (default: benchmarks/logs/<dataset>-<section>)")
     return parser
 

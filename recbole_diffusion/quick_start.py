@@ -39,7 +39,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
 
     Returns a dict: ``model``, ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``, ``saved_model_file`` (None when ``saved`` is False),
-    ``epoch_seconds``, ``eval_seconds``; with ``return_trainer`` also ``trainer``.
+    ``epoch_seconds``, ``eval_seconds``, ``dataset_statistics`` (users, items and interactions
+    after filtering); with ``return_trainer`` also ``trainer``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -73,6 +74,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "saved_model_file": trainer.saved_model_file if saved else None,
         "epoch_seconds": list(getattr(trainer, "epoch_seconds", [])),
         "eval_seconds": list(getattr(trainer, "eval_seconds", [])),
+        # RecBole counts the padding id 0 among users and items
+        "dataset_statistics": {"users": dataset.user_num - 1, "items": dataset.item_num - 1, "interactions": dataset.inter_num},
     }
     if return_trainer:
         result["trainer"] = trainer

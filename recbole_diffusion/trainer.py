@@ -26,6 +26,7 @@ from recbole_diffusion.data.groups import (
     cross_domain_long_tail,
     cross_domain_results,
     group_results,
+    evaluated_rows,
     sparse_user_thresholds,
 )
 
@@ -64,18 +65,22 @@ class SafeCheckpointMixin:
     (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports, and adds the
     sparse-user metrics of option ``sparse_users`` (``recbole_diffusion/data/groups.py``) to
     every evaluation result, and on a cross-domain dataset the per-domain, per-group metrics
-    (``docs/cross-domain.md``).
+    (``docs/cross-domain.md``). After a full-sort evaluation, ``last_eval_rows`` holds each
+    evaluated user's rank of its target (``recbole_diffusion.data.groups.evaluated_rows``), which
+    ``benchmarks/leaderboard.py`` stores for its paired bootstrap.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.epoch_seconds, self.eval_seconds = [], []
+        self.last_eval_rows = None
         self.sparse_users = sparse_user_thresholds(config)
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
         if self.cross_domain_long_tail is not None:
             self.eval_collector = CrossDomainCollector(config)
-        elif self.sparse_users:
+        else:
+            # RecBole's collector plus each row's user and target rank (a topk per batch more)
             self.eval_collector = GroupCollector(config)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -130,6 +135,7 @@ class SafeCheckpointMixin:
         start = perf_counter()
         result = super().evaluate(eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress)
         self.eval_seconds.append(perf_counter() - start)
+        self.last_eval_rows = evaluated_rows(self.eval_collector, eval_data) if result is not None else None
         if self.sparse_users and result is not None:
             history = getattr(eval_data, "train_history_length", None)
             if history is None:

@@ -72,7 +72,7 @@ def test_a_model_may_run_on_another_dataset_and_the_section_says_so():
     with pytest.raises(runner.UsageError, match=re.escape("--model_args SASRec: dataset: '../x' is not a dataset name")):
         plan_for("--models", "SASRec", "--model_args", "SASRec:dataset=../x")
     # a committed run's state, rendered with one record moved to another dataset
-    with open(os.path.join(REPO, "benchmarks", "results", "amazon-beauty-adarec-20-epochs.json"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO, "benchmarks", "results", "runs", "amazon-beauty-adarec-20-epochs.json"), encoding="utf-8") as handle:
         state = json.load(handle)
     state["labels"] = [record["label"] for record in state["records"]]  # not in the JSON
     assert "- Datasets:" not in runner.render_section(state)

@@ -75,7 +75,7 @@ def test_only_the_target_slot_changes_under_noising(tiny_data, split, noised_ite
     expected = (positions <= slot.unsqueeze(1)) & (positions > (slot - noised_items).unsqueeze(1))
     assert torch.equal(changed, expected)
     clean = model.LayerNorm(
-        model.item_embedding(history) + model.position_embedding.weight[: history.size(1)] + model.step_embedding(steps).unsqueeze(1)
+        model.item_embedding(history) + model.position_embedding.weight[: history.size(1)] + model.step_embedding_scale * model.step_embedding(steps).unsqueeze(1)
     )
     untouched = (positions < slot.unsqueeze(1)) & ~expected
     assert torch.allclose(inputs[0][untouched], clean[untouched], atol=1e-6)
@@ -163,10 +163,11 @@ def test_sequence_loss_equals_prefix_loss_on_the_same_targets(tiny_data, split, 
     assert torch.allclose(sequence_loss, prefix_loss, atol=1e-10, rtol=0), (sequence_loss, prefix_loss)
 
 
-def test_loss_is_weighted_mse_plus_cross_entropy_and_records_one_value_per_sequence(tiny_data, split):
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_loss_is_weighted_mse_plus_cross_entropy_and_records_one_value_per_sequence(tiny_data, split, reduction):
     import torch.nn.functional as F
 
-    _, model, _, _ = build(tiny_data, split, mse_loss_weight=0.5, rec_loss_weight=2.0)
+    _, model, _, _ = build(tiny_data, split, mse_loss_weight=0.5, rec_loss_weight=2.0, mse_reduction=reduction)
     model.train()
     generator = torch.Generator().manual_seed(3)
     predicted = torch.randn(5, model.hidden_size, generator=generator)
@@ -176,7 +177,9 @@ def test_loss_is_weighted_mse_plus_cross_entropy_and_records_one_value_per_seque
     steps = torch.tensor([7, 9, 7])
     weights = torch.tensor([0.5, 2.0, 4.0])
     loss = model._loss(predicted, clean, items, sequence_index, steps, weights)
-    squared = ((predicted - clean) ** 2).sum(-1)  # ‖h_T^0 - f_θ‖², summed over features
+    squared = ((predicted - clean) ** 2).sum(-1)  # ‖h_T^0 - f_θ‖², summed over features ...
+    if reduction == "mean":
+        squared = squared / model.hidden_size  # ... or its mean over them
     expected = 0.5 * (weights[sequence_index] * squared).mean() + 2.0 * F.cross_entropy(model.output_layer(predicted), items)
     assert torch.allclose(loss, expected, atol=1e-6)
     sampler = model.step_sampler

@@ -1,5 +1,6 @@
 """DreamRec: guidance dropout, guided prediction, sampling, training modes, config checks, a run."""
 
+import json
 import math
 import os
 
@@ -52,7 +53,7 @@ def test_guidance_dropout_replaces_the_condition_at_the_configured_rate(tiny_dat
     seen = {}
     hook = model.denoiser[0].register_forward_pre_hook(lambda module, args: seen.setdefault("input", args[0]))
     try:
-        model.diffusion_loss(condition, torch.randn(n, d))
+        model.diffusion_loss(condition, torch.randint(1, model.n_items, (n,)))
     finally:
         hook.remove()
     fed = seen["input"][:, d : 2 * d]
@@ -74,6 +75,25 @@ def test_loss_is_the_mse_on_x0_and_trains_the_null_embedding(built):
     loss.backward()
     assert model.item_embedding.weight.grad.abs().sum() > 0
     assert model.denoiser[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_rounding_term_adds_the_cross_entropy_of_the_denoised_x0(tiny_data, monkeypatch, weight):
+    import torch.nn.functional as F
+
+    _, model, _, _ = build(tiny_data, rounding_loss_weight=weight, unconditional_prob=0.0, guidance_weight=0.0)
+    model.eval()
+    n, d = 12, model.hidden_size
+    condition = torch.randn(n, d)
+    items = torch.randint(1, model.n_items, (n,))
+    t = torch.randint(0, model.n_diffusion_steps, (n,))
+    noise = torch.randn(n, d)
+    monkeypatch.setattr(model, "draw_training_noise", lambda k, device: (t, noise, torch.zeros(k, dtype=torch.bool)))
+    loss = model.diffusion_loss(condition, items)
+    x0 = model.item_embedding(items)
+    predicted = model.denoise(model.diffusion.q_sample(x0, t, noise=noise), condition, t)
+    expected = F.mse_loss(predicted, x0) + weight * F.cross_entropy(predicted @ model.item_embedding.weight.t(), items)
+    assert torch.allclose(loss, expected, atol=1e-5), (loss, expected)
 
 
 def test_sequence_batch_loss_equals_prefix_batch_loss_over_the_same_targets(tiny_data):
@@ -252,6 +272,48 @@ def test_defaults_follow_the_spec(tiny_data):
     }
     assert {key: config[key] for key in expected} == expected
     assert config["train_neg_sample_args"]["distribution"] == "none"
+
+
+# ----------------------------------------------------------------------------- a given item table
+def save_item_table(path, weight, dataset):
+    """A checkpoint as this plugin's Trainer writes one, holding only an item table."""
+    from recbole_diffusion.trainer import atomic_torch_save
+
+    atomic_torch_save({"config": json.dumps({"model": "SASRec", "dataset": dataset}), "state_dict": {"item_embedding.weight": weight}}, str(path))
+    return str(path)
+
+
+def test_item_table_loads_from_a_checkpoint_and_stays_fixed_when_frozen(tiny_data, tmp_path, one_thread):
+    _, reference, train_data, _ = build(tiny_data)
+    table = torch.randn_like(reference.item_embedding.weight) * 0.3
+    path = save_item_table(tmp_path / "sasrec.pth", table, tiny_data[1])
+    _, model, train_data, _ = build(tiny_data, item_embedding_checkpoint=path, freeze_item_embedding=True)
+    assert torch.equal(model.item_embedding.weight, table)
+    assert not model.item_embedding.weight.requires_grad
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for batch in list(train_data)[:2]:
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    assert torch.equal(model.item_embedding.weight, table)  # frozen: the MSE cannot shrink it
+    assert not torch.equal(model.null_embedding, before["null_embedding"])  # the rest trains
+    _, unfrozen, _, _ = build(tiny_data, item_embedding_checkpoint=path)
+    assert unfrozen.item_embedding.weight.requires_grad
+
+
+def test_item_table_checkpoint_of_another_dataset_or_width_is_refused(tiny_data, tmp_path):
+    from recbole_diffusion.utils import ConfigError
+
+    _, reference, _, _ = build(tiny_data)
+    weight = reference.item_embedding.weight.detach()
+    other = save_item_table(tmp_path / "other.pth", weight, "another-dataset")
+    with pytest.raises(ConfigError, match="item_embedding_checkpoint: .* was trained on 'another-dataset'"):
+        build(tiny_data, item_embedding_checkpoint=other)
+    narrow = save_item_table(tmp_path / "narrow.pth", weight[:, :8].clone(), tiny_data[1])
+    with pytest.raises(ConfigError, match="item_embedding_checkpoint: .* shape"):
+        build(tiny_data, item_embedding_checkpoint=narrow)
+    assert_config_error("DreamRec", tiny_config(tiny_data, **FAST, item_embedding_checkpoint=str(tmp_path / "missing.pth")), "item_embedding_checkpoint")
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -119,6 +119,110 @@ def test_builtin_without_adapter_is_refused_in_sequence_mode(tiny_data):
         build(tiny_data, model="NARM", train_mode="sequence")
 
 
+# ------------------------------------------------------------------------ BERT4Rec (masked items)
+BERT4REC = dict(model="BERT4Rec", train_mode="sequence", hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+
+
+def bert4rec_windows(batch, max_len):
+    """Each row's training window as RecBole's BERT4Rec takes an item list, built here from the
+    batch by hand: the first input, then the targets; its last ``max_len`` items (BERT4Rec has
+    ``max_len`` positions); left-aligned and padded to ``max_len`` as RecBole's samples."""
+    rows = []
+    for row in range(len(batch["item_length"])):
+        n = int(batch["item_length"][row])
+        window = [int(batch["item_id_list"][row, 0])] + batch["target_item_id_list"][row, :n].tolist()
+        rows.append(window[-max_len:])
+    item_seq = torch.zeros(len(rows), max_len, dtype=torch.long)
+    for row, items in enumerate(rows):
+        item_seq[row, : len(items)] = torch.tensor(items)
+    return item_seq, torch.tensor([len(items) for items in rows])
+
+
+@pytest.mark.parametrize("masking", ["items", "last"])
+def test_bert4rec_sequence_loss_equals_recboles_on_the_same_masks(tiny_data, monkeypatch, masking):
+    """On the same windows and the same masked positions, the adapter's loss is RecBole's
+    ``BERT4Rec.calculate_loss`` on the fields RecBole's own ``MaskItemSequence`` transform makes.
+
+    ``items``: a fixed mask is handed to the adapter (its ``draw_mask``) and to RecBole's
+    transform (its ``random.random()`` draws: 0.0 = mask, 1.0 = keep); it masks position 0 in
+    one row, every item in another (more than the ``mask_item_length`` RecBole scores) and
+    nothing in a third. ``last``: ``ft_ratio`` 1 on both sides, so both mask each row's last item.
+    """
+    import random
+
+    from recbole.data.interaction import Interaction
+    from recbole.data.transform import MaskItemSequence
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+
+    config, model, loader, _, _ = build(tiny_data, MAX_ITEM_LIST_LENGTH=10, **BERT4REC)
+    model.eval()
+    transform = MaskItemSequence(config)
+    assert model.mask_item_length == transform.mask_item_length == 2
+    # batches hold windows of one length: mix full windows (10 targets, one item dropped) and shorter ones
+    full, short = np.flatnonzero(loader.win_lengths == 10), np.flatnonzero(loader.win_lengths < 10)
+    batch = loader.collate_fn(np.r_[full[:12], short[:12]])
+    item_seq, lengths = bert4rec_windows(batch, config["MAX_ITEM_LIST_LENGTH"])
+    assert int(lengths.max()) == 10 and int(lengths.min()) < 10
+    valid = torch.arange(10) < lengths.unsqueeze(1)
+
+    if masking == "items":
+        mask = (torch.rand(item_seq.shape, generator=torch.Generator().manual_seed(3)) < 0.4) & valid
+        mask[0, 0], mask[1], mask[2] = True, valid[1], False
+        draws = iter([1.0] + [0.0 if mask[r, c] else 1.0 for r in range(len(mask)) for c in range(int(lengths[r]))])
+        monkeypatch.setattr(random, "random", lambda: next(draws))  # RecBole's transform draws with random.random()
+
+        def fixed_mask(seq, seq_lengths):
+            assert torch.equal(seq, item_seq[:, : seq.size(1)]) and torch.equal(seq_lengths, lengths)
+            return mask[:, : seq.size(1)]
+
+        monkeypatch.setattr(model, "draw_mask", fixed_mask)
+    else:
+        model.ft_ratio = transform.ft_ratio = 1.0
+        mask = torch.arange(10) == (lengths - 1).unsqueeze(1)
+
+    recbole = transform(loader._dataset, Interaction({"item_id_list": item_seq.clone(), "item_length": lengths}))
+    assert masking == "last" or next(draws, None) is None  # as many draws as masking decisions
+    ours = model.recbole_mask_fields(item_seq, mask)
+    for field in ("Mask_item_id_list", "Pos_item_id", "MASK_INDEX"):
+        assert torch.equal(ours[field], recbole[field]), field
+    assert int((recbole["MASK_INDEX"] > 0).sum()) > len(lengths) // 2  # plenty of scored positions
+
+    with torch.no_grad():
+        expected = BERT4Rec.calculate_loss(model, recbole)  # RecBole's own code, RecBole's fields
+        got = model.calculate_loss(batch)
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0), (got.item(), expected.item())
+
+
+def test_bert4rec_trains_and_evaluates_in_sequence_mode(tiny_data, in_tmp_dir, monkeypatch):
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+
+    from recbole_diffusion.utils import get_trainer
+
+    config, model, train_data, valid_data, test_data = build(tiny_data, model="BERT4Rec", train_mode="sequence")
+    assert isinstance(model, BERT4Rec) and type(model).__name__ == "BERT4Rec"
+    reference = BERT4Rec(config, train_data._dataset)  # same parameters, same state dict
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    losses, calculate_loss = [], model.calculate_loss
+    monkeypatch.setattr(model, "calculate_loss", lambda batch: losses.append(calculate_loss(batch)) or losses[-1])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.fit(train_data, valid_data, saved=False, verbose=False)
+    assert len(losses) == len(train_data) and all(bool(torch.isfinite(loss)) and loss > 0 for loss in losses)
+    result = trainer.evaluate(test_data, load_best_model=False)
+    assert {"hit@10", "ndcg@10"} <= set(result) and all(0.0 <= v <= 1.0 for v in result.values())
+
+
+def test_bert4rec_sequence_mode_is_opt_in_and_takes_only_ce(tiny_data):
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.utils import ConfigError, get_sequence_model
+
+    config = Config(model="BERT4Rec", config_dict=tiny_config(tiny_data))
+    assert config["train_mode"] == "prefix" and get_sequence_model(config, BERT4Rec) is BERT4Rec
+    with pytest.raises(ConfigError, match="loss_type=CE"):
+        build(tiny_data, model="BERT4Rec", train_mode="sequence", loss_type="BPR", train_neg_sample_args=None)
+
+
 @pytest.mark.parametrize("rows", [1, 64, 200])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

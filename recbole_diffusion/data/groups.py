@@ -56,25 +56,80 @@ def group_key(key, threshold):
 
 
 class GroupCollector(Collector):
-    """RecBole's collector that also remembers which user each collected row belongs to."""
+    """RecBole's collector that also remembers which user each collected row belongs to, and the
+    1-based rank of each row's target in RecBole's own ranking (see :func:`target_ranks`)."""
 
     def __init__(self, config):
         super().__init__(config)
         self.uid_field = config["USER_ID_FIELD"]
-        self._users = []
+        self._users, self._ranks = [], []
         self.last_users = None
+        self.last_ranks = None
         self.last_struct = None
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
         super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
         self._users.append(interaction[self.uid_field].cpu())
+        # None marks a batch whose rows are not one user with one target each (a sampled
+        # evaluation's candidate rows, several test items per user): no ranks for that evaluation
+        ranks = None
+        if len(interaction) == scores_tensor.size(0):
+            ranks = target_ranks(scores_tensor, positive_u, positive_i, max(self.topk))
+        self._ranks.append(ranks)
 
     def get_data_struct(self):
         struct = super().get_data_struct()
         self.last_users = torch.cat(self._users) if self._users else torch.zeros(0, dtype=torch.long)
+        complete = bool(self._ranks) and all(r is not None for r in self._ranks)
+        self.last_ranks = torch.cat(self._ranks) if complete else None
         self.last_struct = struct
-        self._users = []
+        self._users, self._ranks = [], []
         return struct
+
+
+def target_ranks(scores, positive_u, positive_i, max_k):
+    """The 1-based rank of each row's target among the row's scores, as RecBole's full-sort
+    metrics see it, or None unless every row has exactly one target.
+
+    Within the top ``max_k`` (the largest ``topk``) the rank is the target's position in
+    ``torch.topk(scores, max_k)``, the very call RecBole's collector makes, so ties are broken
+    as in RecBole's HR and NDCG. Below it, the rank is one more than the number of items scored
+    higher (at least ``max_k + 1``): the rank the target would have with ties in its favour,
+    which no metric at k <= ``max_k`` can tell from RecBole's.
+    """
+    n_rows = scores.size(0)
+    if positive_u.numel() != n_rows or not bool((torch.bincount(positive_u, minlength=n_rows) == 1).all()):
+        return None
+    target = torch.empty(n_rows, dtype=torch.long, device=positive_i.device)
+    target[positive_u] = positive_i
+    target = target.to(scores.device).unsqueeze(1)
+    top = torch.topk(scores, max_k, dim=-1)[1] == target
+    higher = (scores > scores.gather(1, target)).sum(dim=1) + 1
+    ranks = torch.where(top.any(dim=1), top.int().argmax(dim=1) + 1, higher.clamp(min=max_k + 1))
+    return ranks.cpu()
+
+
+def evaluated_rows(collector, eval_data):
+    """The rows of the last evaluation, for per-user statistics (a paired bootstrap between two
+    models scored on the same users): ``{"user": raw user tokens, "rank": 1-based target ranks}``
+    (numpy arrays in collection order), with ``"domain"`` (each row's target-domain name) on a
+    cross-domain dataset. None when the collector kept no ranks (not a full-sort evaluation with
+    one target per row)."""
+    ranks = getattr(collector, "last_ranks", None)
+    if ranks is None or len(ranks) != len(collector.last_users):
+        return None
+    dataset = eval_data._dataset
+    rows = {
+        "user": dataset.field2id_token[dataset.uid_field][collector.last_users.numpy()],
+        "rank": ranks.numpy(),
+    }
+    domains = getattr(collector, "last_rows", None)
+    if domains is not None:
+        from recbole_diffusion.data.cross_domain import TARGET_DOMAIN
+
+        names = list(dataset.domain_display_names)
+        rows["domain"] = [names[int(d)] for d in domains[TARGET_DOMAIN]]
+    return rows
 
 
 def group_results(evaluator, struct, users, history_length, thresholds):

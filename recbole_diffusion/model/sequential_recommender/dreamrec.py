@@ -14,14 +14,19 @@ is scored by its inner product with it (§4.2.3). The diffusion loss is the only
 no negatives, no cross-entropy.
 """
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding
+from recbole_diffusion.layers import full_softmax_ce
 from recbole_diffusion.utils import ConfigError, OptionChecks
 
 __all__ = ["DreamRec"]
@@ -128,8 +133,15 @@ class DreamRec(SequentialRecommender):
     NOTE: ``predict`` (sampled evaluation) generates one oracle per distinct history in the batch
         and scores every candidate of that history against it, so a user's candidates are ranked
         against the same sample.
-    NOTE: The whole model, item embeddings included, is trained by the x_0 MSE alone, as in the
-        paper; gradients reach the item table both through the history and through x_0.
+    NOTE: By default the whole model, item embeddings included, is trained by the x_0 MSE alone, as
+        in the paper; gradients reach the item table both through the history and through x_0.
+        On leave-one-out amazon-beauty that loss is minimised by shrinking the item table (the
+        authors' code does the same) and the ranking falls to chance. ``rounding_loss_weight`` > 0
+        (beyond the paper) adds the cross-entropy of <f(x_t, c, t), E(v)> over all items, the
+        rounding term of discrete diffusion (Diffusion-LM), which anchors the table;
+        ``item_embedding_checkpoint`` starts the table from another model's (e.g. a SASRec trained
+        on the same data) and ``freeze_item_embedding`` keeps it fixed, so x_0 cannot shrink (the
+        other fix the literature uses: fixed pretrained embeddings). See ``docs/models/DreamRec.md``.
     NOTE: Protocol: RecBole's (leave-one-out, full ranking, history up to MAX_ITEM_LIST_LENGTH),
         not the paper's chronological 8:1:1 split of sequences with history length 10.
     """
@@ -155,6 +167,9 @@ class DreamRec(SequentialRecommender):
         self.n_sample_steps = _full_chain_as_none(config["n_sample_steps"])
         self.sample_eta = float(config["sample_eta"])
         self.sample_seed = config["seed"]
+        self.rounding_loss_weight = float(config["rounding_loss_weight"])
+        self.item_embedding_checkpoint = config["item_embedding_checkpoint"]
+        self.freeze_item_embedding = bool(config["freeze_item_embedding"])
         self.TARGET_SEQ = target_field(config)
 
         # layers
@@ -183,6 +198,34 @@ class DreamRec(SequentialRecommender):
             nn.init.normal_(weight, mean=0.0, std=self.embedding_init_std)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
+        if self.item_embedding_checkpoint:
+            self.load_item_embedding(self.item_embedding_checkpoint, config["dataset"])
+        if self.freeze_item_embedding:
+            self.item_embedding.weight.requires_grad_(False)
+
+    def load_item_embedding(self, path, dataset):
+        """Copy ``item_embedding.weight`` of a checkpoint this plugin's Trainer wrote (e.g. a SASRec
+        trained on the same dataset) into the item table; ConfigError naming the option when the
+        file, its dataset or its table's shape does not fit."""
+        option = "item_embedding_checkpoint"
+        try:
+            checkpoint = load_checkpoint(path, map_location="cpu")
+            stored = json.loads(checkpoint["config"])
+            weight = checkpoint["state_dict"]["item_embedding.weight"]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ConfigError(
+                f"{option}: cannot read item_embedding.weight from {path} ({type(exc).__name__}: {exc}); "
+                "give a checkpoint written by this plugin's Trainer for a model with an item_embedding table"
+            ) from None
+        if stored.get("dataset") != dataset:
+            raise ConfigError(f"{option}: {path} was trained on {stored.get('dataset')!r}, not {dataset!r}: its item ids differ")
+        if tuple(weight.shape) != tuple(self.item_embedding.weight.shape):
+            raise ConfigError(
+                f"{option}: {path} has an item table of shape {tuple(weight.shape)}, this model needs "
+                f"{tuple(self.item_embedding.weight.shape)} (n_items, hidden_size); train it with hidden_size={self.hidden_size}"
+            )
+        with torch.no_grad():
+            self.item_embedding.weight.copy_(weight)
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -206,6 +249,12 @@ class DreamRec(SequentialRecommender):
                 f"unconditional_prob: 0 never trains the null embedding, yet guidance_weight={weight} "
                 "subtracts its prediction at sampling; use unconditional_prob > 0 or guidance_weight 0"
             )
+        number("rounding_loss_weight", 0.0, note="0 is the paper (x_0-MSE only)")
+        path = config["item_embedding_checkpoint"]
+        if path is not None and not (isinstance(path, str) and os.path.isfile(path)):
+            raise ConfigError(f"item_embedding_checkpoint: {path!r} is not a file (a checkpoint of this plugin's Trainer, or ~)")
+        if not isinstance(config["freeze_item_embedding"], bool):
+            raise ConfigError(f"freeze_item_embedding: must be True or False; got {config['freeze_item_embedding']!r}")
         choice("denoiser", DENOISERS, note="mlp1: Linear(3d, d), the authors'; mlp2: Linear(3d, 2d) -> GELU -> Linear(2d, d)")
         number("embedding_init_std", 0.0, low_open=True, note="the authors' 1.0")
         for key in ("hidden_size", "n_layers", "n_heads", "inner_size"):
@@ -267,12 +316,19 @@ class DreamRec(SequentialRecommender):
         drop = torch.rand(n_targets, device=device) < self.unconditional_prob
         return t, noise, drop
 
-    def diffusion_loss(self, condition, x0):
-        """Mean ||x_0 - f(x_t, c, t)||² over targets and dimensions (Algorithm 1, Eq. 14)."""
+    def diffusion_loss(self, condition, target_items):
+        """Mean ||x_0 - f(x_t, c, t)||² over targets and dimensions (Algorithm 1, Eq. 14), plus
+        ``rounding_loss_weight`` times the cross-entropy of the scores <f(x_t, c, t), E(item)>
+        against the target over all items (the rounding term; 0 by default, the paper)."""
+        x0 = self.item_embedding(target_items)
         t, noise, drop = self.draw_training_noise(x0.shape[0], x0.device)
         condition = torch.where(drop.unsqueeze(-1), self.null_embedding.expand_as(condition), condition)
         x_t = self.diffusion.q_sample(x0, t, noise=noise)
-        return F.mse_loss(self.denoise(x_t, condition, t), x0)
+        predicted = self.denoise(x_t, condition, t)
+        loss = F.mse_loss(predicted, x0)
+        if self.rounding_loss_weight > 0:
+            loss = loss + self.rounding_loss_weight * full_softmax_ce(predicted, self.item_embedding.weight, target_items)
+        return loss
 
     def calculate_loss(self, interaction):
         hidden = self.encode(interaction[self.ITEM_SEQ])
@@ -283,7 +339,7 @@ class DreamRec(SequentialRecommender):
         else:  # RecBole prefix batch
             condition = self.gather_indexes(hidden, interaction[self.ITEM_SEQ_LEN] - 1)
             target_items = interaction[self.POS_ITEM_ID]
-        return self.diffusion_loss(condition, self.item_embedding(target_items))
+        return self.diffusion_loss(condition, target_items)
 
     # ------------------------------------------------------------------ generation
     def train(self, mode=True):

@@ -1,0 +1,190 @@
+"""benchmarks/leaderboard.py: stored runs are skipped, changed ones rerun, the page is rebuilt
+from the stored JSON alone, and the paired bootstrap behaves on constructed cases."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "leaderboard.py")
+
+TINY_PROTOCOL = """\
+load_col: {inter: [user_id, item_id, timestamp]}
+eval_args: {split: {'LS': 'valid_and_test'}, group_by: user, order: TO, mode: full}
+metrics: ["Hit", "NDCG"]
+topk: [5, 10, 20]
+valid_metric: NDCG@10
+hidden_size: 16
+inner_size: 32
+n_layers: 1
+n_heads: 1
+MAX_ITEM_LIST_LENGTH: 20
+"""
+
+
+def load_leaderboard():
+    spec = importlib.util.spec_from_file_location("benchmarks_leaderboard", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lb = load_leaderboard()
+
+
+@pytest.fixture
+def board_args(tiny_data, tmp_path):
+    data_path, name = tiny_data
+    protocol = tmp_path / "tiny.yaml"
+    protocol.write_text(TINY_PROTOCOL)
+    results = tmp_path / "results"
+    return [
+        f"--dataset={name}", f"--data_path={data_path}", "--seeds", "7", "--models", "Pop", "SASRec",
+        "--config_files", str(protocol), "--epochs=1", f"--results_dir={results}", f"--work_dir={tmp_path / 'work'}",
+        "--bootstrap=200",
+    ], results
+
+
+def stored(results, label, seed=7):
+    with open(results / "leaderboard" / "tiny" / f"{label}-seed{seed}.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def forbid_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stored run was trained again")
+
+    monkeypatch.setattr(lb.bench, "run_model", refuse)
+
+
+def test_resumed_leaderboard_skips_stored_runs_and_reruns_changed_ones(board_args, monkeypatch, capsys):
+    argv, results = board_args
+    monkeypatch.setattr(lb, "code_hash", lambda model: "this-code")  # the tree may change while tests run
+    assert lb.main(argv) == 0
+    first = {label: stored(results, label) for label in ("Pop", "SASRec")}
+    for record in first.values():
+        assert record["status"] == "ok" and record["seed"] == 7
+        # the stored ranks give back RecBole's own metrics of the same evaluation
+        _, ranks = lb.worker.decode_rows(record["test_rows"])
+        assert len(ranks) == record["dataset_statistics"]["users"]
+        for metric in lb.METRICS:
+            assert lb.user_metric(ranks, metric).mean() == pytest.approx(record["test_result"][metric], abs=1e-4)
+
+    with monkeypatch.context() as patch:  # same settings, same code: nothing trains
+        forbid_training(patch)
+        assert lb.main(argv) == 0
+    assert capsys.readouterr().out.count(": stored (") == 2
+
+    # a changed setting reruns that model only
+    argv = [*argv, "--model_args", "SASRec:learning_rate=0.01"]
+    assert lb.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Pop seed 7: stored" in out and "SASRec seed 7: running" in out
+    assert stored(results, "SASRec")["overrides"]["learning_rate"] == "0.01"
+    assert stored(results, "Pop")["finished"] == first["Pop"]["finished"]
+
+    # other code reruns, unless told to keep the stored runs
+    monkeypatch.setattr(lb, "code_hash", lambda model: "other-code")
+    with monkeypatch.context() as patch:
+        forbid_training(patch)
+        assert lb.main([*argv, "--reuse_other_code"]) == 0
+        with pytest.raises(AssertionError, match="trained again"):
+            lb.main(argv)
+
+
+def test_page_is_rebuilt_from_stored_json_alone(board_args, monkeypatch, tmp_path):
+    argv, results = board_args
+    assert lb.main(argv) == 0
+    page = results / "tiny.md"
+    page.unlink()
+    forbid_training(monkeypatch)
+    assert lb.main(["--dataset=tiny", f"--results_dir={results}", "--render"]) == 0
+    text = page.read_text()
+    sasrec = stored(results, "SASRec")
+    row = next(line for line in text.splitlines() if line.startswith("| `SASRec` |"))
+    assert f"{sasrec['test_result']['ndcg@10']:.4f}" in row and "(reference)" in row
+    pop_row = next(line for line in text.splitlines() if line.startswith("| `Pop` |"))
+    assert "[" in pop_row  # Pop's interval against SASRec
+    assert "not run (seeds 7)" in text  # the other leaderboard models
+    assert (results / "tiny-leaderboard-ndcg10.png").exists()
+    assert str(tmp_path) not in text  # no absolute path: commands are relative to the repository
+
+
+def test_bootstrap_of_a_model_against_itself_is_a_point_at_zero():
+    rng = np.random.default_rng(1)
+    rows = ([f"u{i}" for i in range(300)], rng.integers(1, 50, size=300))
+    diffs = [lb.paired_differences(rows, rows) for _ in range(3)]
+    assert lb.paired_bootstrap(diffs, resamples=200) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_bootstrap_interval_has_the_sign_of_a_constructed_difference(sign):
+    rng = np.random.default_rng(2)
+    keys = [f"u{i}" for i in range(400)]
+    reference = rng.integers(5, 60, size=400)
+    better = np.where(rng.random(400) < 0.4, 1, reference)  # 40% of users get the target first
+    model, ref = (better, reference) if sign > 0 else (reference, better)
+    diffs = [lb.paired_differences((keys, model), (keys, ref)) for _ in range(2)]
+    mean, low, high = lb.paired_bootstrap(diffs, resamples=300)
+    assert low <= mean <= high
+    assert (low > 0) if sign > 0 else (high < 0)
+
+
+def test_paired_differences_pair_users_by_key_and_domain():
+    # a cross-domain model ranks both domains; the single-domain reference only one, in another order
+    model = (["a\tcloth", "a\tsport", "b\tcloth"], np.array([1, 3, 40]))
+    reference = (["b\tcloth", "a\tcloth"], np.array([1, 40]))
+    diff = lb.paired_differences(model, reference, "hit@10", domain="cloth")
+    assert sorted(diff.tolist()) == [-1.0, 1.0]  # a: 1 vs 0, b: 0 vs 1
+    assert lb.paired_differences(model, reference, "hit@10", domain="sport").size == 0
+
+
+def test_failed_or_changed_runs_are_not_current():
+    record = {"status": "ok", "settings_key": "k", "code_hash": "c"}
+    assert lb.is_current(record, "k", "c", False)
+    assert not lb.is_current({**record, "status": "failed"}, "k", "c", False)
+    assert not lb.is_current(record, "other", "c", False)
+    assert not lb.is_current(record, "k", "other", False) and lb.is_current(record, "k", "other", True)
+
+
+def test_unknown_label_and_bad_seeds_are_refused(capsys):
+    assert lb.main(["--dataset=amazon-beauty", "--models", "SASRec", "NoSuch", "--render"]) == 2
+    assert "NoSuch not on the amazon-beauty leaderboard" in capsys.readouterr().err
+    assert lb.main(["--dataset=amazon-beauty", "--seeds", "1", "1"]) == 2
+    assert "a seed is given twice" in capsys.readouterr().err
+
+
+def test_code_hash_follows_the_models_own_file_only():
+    files = lb.code_files("DiffRec")
+    assert os.path.join(lb.PLUGIN_MODEL_DIR, "diffrec.py") in files
+    assert os.path.join(lb.PLUGIN_MODEL_DIR, "dreamrec.py") not in files
+    assert not any(f.endswith("rec.py") and os.path.dirname(f) == lb.PLUGIN_MODEL_DIR for f in lb.code_files("SASRec"))
+    assert os.path.join("recbole_diffusion", "trainer.py") in lb.code_files("SASRec")
+    adapters = os.path.join("recbole_diffusion", "model", "sequence_adapters.py")
+    assert adapters in lb.code_files("SASRec") and adapters not in lb.code_files("DiffRec")
+    assert os.path.join("properties", "model", "DiffRec.yaml") in files
+    assert os.path.join("properties", "model", "DreamRec.yaml") not in files
+
+
+def test_checkpoint_reference_takes_the_same_seeds_stored_run(tmp_path, monkeypatch):
+    """A ``checkpoint:<label>`` setting resolves to that label's kept checkpoint of the same seed,
+    identifies the source run in the key material, and refuses clearly when the source is missing."""
+    monkeypatch.setattr(lb, "REPO", str(tmp_path))
+    entry = {"label": "DreamRec@x", "overrides": {"item_embedding_checkpoint": "checkpoint:SASRec", "epochs": "2"}}
+    with pytest.raises(lb.UsageError, match="needs SASRec's run of seed 7 stored with its checkpoint"):
+        lb.checkpoint_references(entry, 7, str(tmp_path / "results"), "tiny")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "SASRec.pth").write_bytes(b"weights")
+    source = {"status": "ok", "checkpoint": os.path.join("ckpt", "SASRec.pth"), "settings_key": "k", "code_hash": "c", "finished": "t"}
+    folder = tmp_path / "results" / "leaderboard" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "SASRec-seed7.json").write_text(json.dumps(source))
+    paths, sources = lb.checkpoint_references(entry, 7, str(tmp_path / "results"), "tiny")
+    assert paths == {"item_embedding_checkpoint": str(tmp_path / "ckpt" / "SASRec.pth")}
+    assert sources == {"SASRec": ["k", "c", "t"]}
+    with pytest.raises(lb.UsageError, match="seed 8"):
+        lb.checkpoint_references(entry, 8, str(tmp_path / "results"), "tiny")
