@@ -55,6 +55,9 @@ DEFAULT_SEEDS = (2020, 2021, 2022)
 # the same budget for every model: up to 50 epochs, early stopping after 5 valid evaluations
 # (one per epoch) without a better valid NDCG@10
 COMMON = {"epochs": "50", "stopping_step": "5", "eval_step": "1"}
+# a setting whose value is "checkpoint:<label>" takes the checkpoint kept by that label's run of the
+# same seed (stored before it in the leaderboard's order); the run is part of what makes this one
+CHECKPOINT_OF = "checkpoint:"
 SEQUENCE_TRAINING = {"train_mode": "sequence", "train_batch_size": "256"}
 
 # (label, model, settings): what a dataset's leaderboard runs when --models is not given
@@ -65,6 +68,9 @@ SINGLE_DOMAIN = (
     ("BERT4Rec", "BERT4Rec", SEQUENCE_TRAINING),
     ("DiffRec", "DiffRec", {}),
     ("DreamRec", "DreamRec", {}),
+    # DreamRec's opt-in fix (docs/models/DreamRec.md): the rounding term and an item table that
+    # starts from the same seed's SASRec run above (its kept checkpoint), trained on
+    ("DreamRec@SASRec-table", "DreamRec", {"rounding_loss_weight": "1.0", "item_embedding_checkpoint": CHECKPOINT_OF + "SASRec"}),
     ("ADARec", "ADARec", {}),
     ("AsarRec", "AsarRec", {}),
 )
@@ -84,9 +90,6 @@ COMPARED = "ndcg@10"
 # runs whose best checkpoint stays in the work folder (others are deleted after their test):
 # SASRec's, so that a model can start from its item table (DreamRec's item_embedding_checkpoint)
 KEEP_CHECKPOINT = {"SASRec"}
-# a setting whose value is "checkpoint:<label>" takes the checkpoint kept by that label's run of the
-# same seed (stored before it in the leaderboard's order); the run is part of what makes this one
-CHECKPOINT_OF = "checkpoint:"
 
 
 # ============================================================================ arguments
