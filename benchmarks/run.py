@@ -518,7 +518,7 @@ def render_section(state):
     if pending:
         lines.append(f"**Incomplete run: {len(records)} of {len(state['labels'])} models done; still to run: {', '.join(pending)}.**")
         lines.append("")
-    where = "the repository root" if state["cwd"] == REPO else f"`{state['cwd']}`"
+    where = "the repository root" if state["cwd"] in (REPO, ".") else f"`{state['cwd']}`"
     lines += [f"Command (run from {where}):", "", "    " + state["command"], ""]
     git = machine.get("git")
     git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
@@ -687,6 +687,20 @@ def atomic_write(path, text):
             os.remove(tmp)
 
 
+def repo_relative(value):
+    """``value`` with every path inside the repository written relative to it (``.`` for the
+    root), so that stored results carry no machine path."""
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(v) for v in value]
+    if isinstance(value, str):
+        if value == REPO:
+            return "."
+        return value.replace(REPO + os.sep, "")
+    return value
+
+
 def write_results(state, results_dir):
     """Write the section into ``<dataset>.md`` and the raw records into ``<dataset>-<section>.json``."""
     os.makedirs(results_dir, exist_ok=True)
@@ -694,7 +708,7 @@ def write_results(state, results_dir):
     json_path = os.path.join(results_dir, f"{state['dataset']}-{state['section']}.json")
     body = render_section(state)
     with locked(results_dir):
-        raw = {k: v for k, v in state.items() if k != "labels"}
+        raw = repo_relative({k: v for k, v in state.items() if k != "labels"})
         atomic_write(json_path, json.dumps(raw, indent=1, default=str) + "\n")
         text = read_proc(md_path) if os.path.exists(md_path) else FILE_HEADER.format(dataset=state["dataset"])
         atomic_write(md_path, replace_section(text, state["section"], body))
