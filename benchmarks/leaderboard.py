@@ -229,6 +229,23 @@ def checkpoint_references(entry, seed, results_dir, dataset):
     return paths, sources
 
 
+def checkpoint_needed(entry, seed, entries, results_dir, dataset):
+    """Whether ``entry``'s run of ``seed`` must be (re)run to provide its checkpoint: a later entry
+    of the plan starts from it, is not stored ok yet, and the stored run's checkpoint is not on
+    disk (checkpoints stay in the work folder, outside what is committed)."""
+    if entry["label"] not in KEEP_CHECKPOINT:
+        return False
+    stored = read_run(run_path(results_dir, dataset, entry["label"], seed)) or {}
+    if stored.get("checkpoint") and os.path.isfile(os.path.join(REPO, stored["checkpoint"])):
+        return False
+    for other in entries:
+        if CHECKPOINT_OF + entry["label"] in other["overrides"].values():
+            dependent = read_run(run_path(results_dir, dataset, other["label"], seed))
+            if not (dependent and dependent.get("status") == "ok"):
+                return True
+    return False
+
+
 def settings_key(settings):
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
@@ -663,7 +680,10 @@ def main(argv=None):
                 continue
             settings["sources"] = sources
             key, code = settings_key(settings), code_hash(entry["model"])
-            if not args.redo and is_current(read_run(path), key, code, args.reuse_other_code):
+            stored = read_run(path)
+            if stored is not None and checkpoint_needed(entry, seed, plan["entries"], results_dir, args.dataset):
+                stored = None  # a run to come starts from its checkpoint, which this checkout does not have
+            if not args.redo and is_current(stored, key, code, args.reuse_other_code):
                 print(f"[{done}/{total}] {entry['label']} seed {seed}: stored ({os.path.relpath(path, REPO)})", flush=True)
                 continue
             print(f"[{done}/{total}] {entry['label']} seed {seed}: running", flush=True)

@@ -188,3 +188,20 @@ def test_checkpoint_reference_takes_the_same_seeds_stored_run(tmp_path, monkeypa
     assert sources == {"SASRec": ["k", "c", "t"]}
     with pytest.raises(lb.UsageError, match="seed 8"):
         lb.checkpoint_references(entry, 8, str(tmp_path / "results"), "tiny")
+
+
+def test_a_missing_source_checkpoint_is_rerun_only_when_a_run_still_needs_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(lb, "REPO", str(tmp_path))
+    results = str(tmp_path / "results")
+    folder = tmp_path / "results" / "leaderboard" / "tiny"
+    folder.mkdir(parents=True)
+    sasrec = {"label": "SASRec", "overrides": {}}
+    dependent = {"label": "DreamRec@x", "overrides": {"item_embedding_checkpoint": "checkpoint:SASRec"}}
+    (folder / "SASRec-seed7.json").write_text(json.dumps({"status": "ok", "checkpoint": "gone.pth"}))
+    assert lb.checkpoint_needed(sasrec, 7, [sasrec, dependent], results, "tiny")
+    assert not lb.checkpoint_needed(sasrec, 7, [sasrec], results, "tiny")  # nothing starts from it
+    (tmp_path / "gone.pth").write_bytes(b"w")
+    assert not lb.checkpoint_needed(sasrec, 7, [sasrec, dependent], results, "tiny")  # on disk
+    (tmp_path / "gone.pth").unlink()
+    (folder / f"{lb.bench.slug('DreamRec@x')}-seed7.json").write_text(json.dumps({"status": "ok"}))
+    assert not lb.checkpoint_needed(sasrec, 7, [sasrec, dependent], results, "tiny")  # dependent stored
