@@ -88,8 +88,9 @@ DEFAULT_PRESET = {"entries": SINGLE_DOMAIN, "common": {"sparse_users": "[3,5]"}}
 METRICS = tuple(f"{name}@{k}" for name in ("hit", "ndcg") for k in (5, 10, 20))
 COMPARED = "ndcg@10"
 # runs whose best checkpoint stays in the work folder (others are deleted after their test):
-# SASRec's, so that a model can start from its item table (DreamRec's item_embedding_checkpoint)
-KEEP_CHECKPOINT = {"SASRec"}
+# SASRec's, so that a model can start from its item table (DreamRec's item_embedding_checkpoint), and
+# DreamRec@SASRec-table's, for benchmarks/sampling_steps.py's table of strided sampling
+KEEP_CHECKPOINT = {"SASRec", "DreamRec@SASRec-table"}
 
 
 # ============================================================================ arguments
