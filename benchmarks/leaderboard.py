@@ -11,8 +11,12 @@ stopping on valid, test of the best checkpoint) and is stored, as soon as it end
 times, best epoch, the settings, the commit, and every test user's rank of its target. A rerun
 skips a run stored with the same settings and the same code (a hash of the files that define
 what a run does: the package without the other plugin models' files, the YAMLs, the worker), so
-an interrupted leaderboard goes on where it stopped; ``--redo`` reruns anyway, and
-``--reuse_other_code`` keeps runs stored by other code (the page then names their code).
+an interrupted leaderboard goes on where it stopped. A run stored by other code is kept too when
+the code still computes the same thing: each run stores a behaviour fingerprint
+(``benchmarks/fingerprint.py``: a short seeded run of the same model and settings on synthetic
+data, hashed), and a stored run whose fingerprint equals the current code's is not redone.
+``--redo`` reruns anyway, and ``--reuse_other_code`` keeps runs stored by other code whatever
+they compute (the page then names their code).
 
 After every run the page ``benchmarks/results/<dataset>.md`` and its chart
 ``benchmarks/results/<dataset>-leaderboard-ndcg10.png`` are rewritten from the stored runs
@@ -45,6 +49,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
+import fingerprint as behaviour  # noqa: E402
 import run as bench  # noqa: E402
 import worker  # noqa: E402
 
@@ -114,6 +119,10 @@ def build_parser():
     parser.add_argument("--redo", action="store_true", help="rerun runs that are stored already")
     parser.add_argument("--reuse_other_code", action="store_true", help="keep stored runs whose code differs from the current code")
     parser.add_argument("--render", action="store_true", help="only rewrite the page from the stored runs; train nothing")
+    parser.add_argument(
+        "--fingerprint_stored", action="store_true",
+        help="only give the stored runs of the current code that have no behaviour fingerprint one; train nothing",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where <dataset>.md and leaderboard/<dataset>/ go")
     parser.add_argument("--work_dir", default=None, help="logs and checkpoints (default: benchmarks/logs/leaderboard-<dataset>)")
@@ -270,11 +279,38 @@ def read_run(path):
         return None
 
 
-def is_current(stored, key, code, reuse_other_code):
-    return (
-        stored is not None and stored.get("status") == "ok" and stored.get("settings_key") == key
-        and (reuse_other_code or stored.get("code_hash") == code)
-    )
+def is_current(stored, key, code, reuse_other_code, fingerprint=lambda: None):
+    """Whether ``stored`` is this run: ok, the same settings, and the same code, or other code
+    whose behaviour fingerprint (``fingerprint()``, computed only when needed) is the stored one."""
+    if stored is None or stored.get("status") != "ok" or stored.get("settings_key") != key:
+        return False
+    if reuse_other_code or stored.get("code_hash") == code:
+        return True
+    return bool(stored.get("fingerprint")) and stored["fingerprint"] == fingerprint()
+
+
+class Fingerprints:
+    """Behaviour fingerprints (``benchmarks/fingerprint.py``) of the current code, one synthetic run
+    per (code hash, settings without the seed), kept in ``<work_dir>/fingerprints.json`` so that a
+    resumed leaderboard does not compute them again."""
+
+    def __init__(self, work_dir):
+        self.path = os.path.join(work_dir, "fingerprints.json")
+        self.known = read_run(self.path) or {}
+        self.work_dir = work_dir
+
+    def of(self, entry, overrides, code):
+        """The fingerprint, or None (with a warning) when its synthetic run fails."""
+        settings = {k: v for k, v in overrides.items() if k != "seed"}
+        key = f"{entry['model']}:{code}:{settings_key(settings)}"
+        if key not in self.known:
+            try:
+                self.known[key] = behaviour.fingerprint(entry["model"], entry["dataset"], settings, self.work_dir)
+            except RuntimeError as exc:
+                print(f"warning: {entry['label']}: no fingerprint ({exc})", file=sys.stderr)
+                return None
+            bench.atomic_write(self.path, json.dumps(self.known, indent=1) + "\n")
+        return self.known[key]
 
 
 def stored_runs(results_dir, dataset):
@@ -581,7 +617,10 @@ def describe_protocol(board, command):
         lines.append(f"- Machine: {cpu}, {cores} cores; torch {torch_version}, recbole {recbole_version}; each run one torch thread unless its JSON says otherwise.")
     commits = sorted({(r.get("machine") or {}).get("git", {}).get("commit") or "unknown" for label in board.labels for r in board.ok(label)})
     codes = sorted({r.get("code_hash") for label in board.labels for r in board.ok(label)})
-    lines.append(f"- Code: commit(s) {', '.join(commits)}; code hash(es) {', '.join(codes)} (see `benchmarks/leaderboard.py`).")
+    lines.append(
+        f"- Code: commit(s) {', '.join(commits)}; code hash(es) {', '.join(codes)}. A run is kept across a change of the code "
+        "when its behaviour fingerprint stays the same (see `benchmarks/leaderboard.py` and `benchmarks/fingerprint.py`)."
+    )
     lines.append("")
     return lines
 
@@ -658,6 +697,8 @@ def main(argv=None):
         return 0
     work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "benchmarks", "logs", f"leaderboard-{args.dataset}"))
     os.makedirs(runs_dir(results_dir, args.dataset), exist_ok=True)
+    os.makedirs(work_dir, exist_ok=True)
+    fingerprints = Fingerprints(work_dir)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, bench.request_stop)
     machine = bench.machine_info()
@@ -682,10 +723,22 @@ def main(argv=None):
             settings["sources"] = sources
             key, code = settings_key(settings), code_hash(entry["model"])
             stored = read_run(path)
-            if stored is not None and checkpoint_needed(entry, seed, plan["entries"], results_dir, args.dataset):
+            if stored is not None and not args.fingerprint_stored and checkpoint_needed(entry, seed, plan["entries"], results_dir, args.dataset):
                 stored = None  # a run to come starts from its checkpoint, which this checkout does not have
-            if not args.redo and is_current(stored, key, code, args.reuse_other_code):
-                print(f"[{done}/{total}] {entry['label']} seed {seed}: stored ({os.path.relpath(path, REPO)})", flush=True)
+            def current_fingerprint(entry=entry, settings=settings, code=code):
+                return fingerprints.of(entry, settings["overrides"], code)
+
+            if not args.redo and is_current(stored, key, code, args.reuse_other_code, current_fingerprint):
+                how = "" if stored.get("code_hash") == code else ", other code with the same fingerprint"
+                if stored.get("code_hash") == code and not stored.get("fingerprint"):
+                    # a run stored before fingerprints: this code made it, so its fingerprint is this code's
+                    stored["fingerprint"] = current_fingerprint()
+                    if stored["fingerprint"]:
+                        bench.atomic_write(path, json.dumps(stored, indent=1, default=str) + "\n")
+                print(f"[{done}/{total}] {entry['label']} seed {seed}: stored ({os.path.relpath(path, REPO)}{how})", flush=True)
+                continue
+            if args.fingerprint_stored:
+                print(f"[{done}/{total}] {entry['label']} seed {seed}: not stored for this code (not run: --fingerprint_stored)", flush=True)
                 continue
             print(f"[{done}/{total}] {entry['label']} seed {seed}: running", flush=True)
             job_entry = {
@@ -711,6 +764,7 @@ def main(argv=None):
                 record.pop(private, None)
             record.update(
                 seed=seed, settings_key=key, code_hash=code, machine=machine, finished=bench.now_utc(),
+                fingerprint=current_fingerprint() if record["status"] == "ok" else None,
                 data_path=shown_path(args.data_path) if args.data_path else None,
             )
             bench.atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")

@@ -61,7 +61,16 @@ def forbid_training(monkeypatch):
     monkeypatch.setattr(lb.bench, "run_model", refuse)
 
 
-def test_resumed_leaderboard_skips_stored_runs_and_reruns_changed_ones(board_args, monkeypatch, capsys):
+@pytest.fixture(autouse=True)
+def fingerprint(monkeypatch):
+    """A stand-in for the behaviour fingerprint (``benchmarks/fingerprint.py`` has its own tests):
+    the value a test puts in the returned dict."""
+    value = {"value": "behaviour-1"}
+    monkeypatch.setattr(lb.behaviour, "fingerprint", lambda model, dataset, settings, work_dir=None: value["value"])
+    return value
+
+
+def test_resumed_leaderboard_skips_stored_runs_and_reruns_changed_ones(board_args, monkeypatch, capsys, fingerprint):
     argv, results = board_args
     monkeypatch.setattr(lb, "code_hash", lambda model: "this-code")  # the tree may change while tests run
     assert lb.main(argv) == 0
@@ -87,8 +96,27 @@ def test_resumed_leaderboard_skips_stored_runs_and_reruns_changed_ones(board_arg
     assert stored(results, "SASRec")["overrides"]["learning_rate"] == "0.01"
     assert stored(results, "Pop")["finished"] == first["Pop"]["finished"]
 
-    # other code reruns, unless told to keep the stored runs
+    # a run stored before fingerprints existed gets the current code's, without training
+    record = stored(results, "Pop")
+    assert record["fingerprint"] == "behaviour-1"
+    del record["fingerprint"]
+    (results / "leaderboard" / "tiny" / "Pop-seed7.json").write_text(json.dumps(record))
+    with monkeypatch.context() as patch:
+        forbid_training(patch)
+        assert lb.main([*argv, "--fingerprint_stored"]) == 0
+    assert stored(results, "Pop")["fingerprint"] == "behaviour-1"
+
+    # other code that computes the same thing (same fingerprint) keeps the stored runs
     monkeypatch.setattr(lb, "code_hash", lambda model: "other-code")
+    with monkeypatch.context() as patch:
+        forbid_training(patch)
+        assert lb.main(argv) == 0
+    assert capsys.readouterr().out.count("other code with the same fingerprint") == 2
+    assert stored(results, "Pop")["code_hash"] == "this-code"  # the code that made it
+
+    # other code that computes something else reruns, unless told to keep the stored runs
+    monkeypatch.setattr(lb, "code_hash", lambda model: "third-code")
+    fingerprint["value"] = "behaviour-2"
     with monkeypatch.context() as patch:
         forbid_training(patch)
         assert lb.main([*argv, "--reuse_other_code"]) == 0

@@ -1,0 +1,67 @@
+"""The behaviour fingerprint of benchmarks/fingerprint.py: the same for the same code and settings,
+the same after a change that computes the same thing (a comment in a model file), different after a
+change of what the model computes or of a setting."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fingerprint_of(repo, *args):
+    """The fingerprint printed by ``repo``'s benchmarks/fingerprint.py (its own package first on the path)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": repo}
+    out = subprocess.run(
+        [sys.executable, os.path.join(repo, "benchmarks", "fingerprint.py"), *args],
+        capture_output=True, text=True, env=env, cwd=repo, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    """A copy of the code a fingerprint reads, which a test may edit."""
+    copy = tmp_path_factory.mktemp("repo")
+    for part in ("recbole_diffusion", "properties", "benchmarks"):
+        shutil.copytree(os.path.join(REPO, part), copy / part, ignore=shutil.ignore_patterns("__pycache__", "logs", "results"))
+    return copy
+
+
+def append(path, text):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def test_fingerprint_follows_behaviour_not_text(repo_copy):
+    model_file = repo_copy / "recbole_diffusion" / "model" / "sequential_recommender" / "diffrec.py"
+    original = fingerprint_of(str(repo_copy), "--model=DiffRec")
+    assert len(original) == 16
+    assert fingerprint_of(str(repo_copy), "--model=DiffRec") == original  # seeded: the same twice
+
+    append(model_file, "\n# a comment changes the file, not what the model computes\n")
+    assert fingerprint_of(str(repo_copy), "--model=DiffRec") == original
+
+    # full-sort scores in reverse item order: the same training, other ranks
+    append(model_file, "\n_scores = DiffRec.full_sort_predict\nDiffRec.full_sort_predict = lambda self, interaction: _scores(self, interaction).flip(-1)\n")
+    assert fingerprint_of(str(repo_copy), "--model=DiffRec") != original
+
+
+def test_fingerprint_follows_the_settings():
+    base = fingerprint_of(REPO, "--model=SASRec", "--set", "train_mode=sequence")
+    assert fingerprint_of(REPO, "--model=SASRec", "--set", "train_mode=sequence", "learning_rate=0.01") != base
+    # a setting that points at another run's checkpoint is not part of the synthetic run
+    assert fingerprint_of(REPO, "--model=SASRec", "--set", "train_mode=sequence", "item_table=checkpoint:Other") == base
+
+
+def test_a_failing_synthetic_run_is_an_error():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "fingerprint.py"), "--model=SASRec", "--set", "n_heads=3"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert out.returncode == 1 and "fingerprint run of SASRec failed" in out.stderr
