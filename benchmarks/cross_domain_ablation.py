@@ -66,7 +66,7 @@ def evaluate(args):
     from recbole.utils import init_seed
 
     from recbole_diffusion.data.cross_domain import domain_list_fields
-    from recbole_diffusion.data.groups import CROSS_DOMAIN_GROUPS, cross_domain_group_key
+    from recbole_diffusion.evaluation import CROSS_DOMAIN_GROUPS, cross_domain_group_key
     from recbole_diffusion.quick_start import restore_model
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 

@@ -455,7 +455,7 @@ def split_group_key(key):
 
 def group_title(group):
     """Words for a user-group key: ``history<=3`` (option ``sparse_users``) or ``cloth, cold-start``
-    (cross-domain groups, recbole_diffusion/data/groups.py)."""
+    (cross-domain groups, recbole_diffusion/evaluation.py)."""
     if group.startswith("history<="):
         return f"users with at most {group[len('history<='):]} training interactions (option `sparse_users`)"
     return f"group `{group}` (cross-domain dataset: domain, user group)"

@@ -133,7 +133,7 @@ def parse_variants(texts):
 def resolve(args):
     """Check the arguments and the checkpoint, and build one configuration per row; reads no data."""
     from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import RecBoleDiffusionError
+    from recbole_diffusion.errors import RecBoleDiffusionError
 
     bench.check_name(args.section, "--section")
     if args.steps is not None:
@@ -474,7 +474,7 @@ def main(argv=None):
         return 2
     import torch
 
-    from recbole_diffusion.utils import RecBoleDiffusionError
+    from recbole_diffusion.errors import RecBoleDiffusionError
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -99,7 +99,7 @@ def _unpack(text):
 
 
 def encode_rows(rows):
-    """The test rows of one run (``recbole_diffusion.data.groups.evaluated_rows``) as JSON-safe
+    """The test rows of one run (``recbole_diffusion.evaluation.evaluated_rows``) as JSON-safe
     text: the rows sorted by key (the raw user token, plus a tab and the target domain on a
     cross-domain dataset), the keys newline-joined and the ranks as little-endian int32, each
     zlib-compressed and base64-encoded (about 60 KB for the 22,363 users of amazon-beauty)."""

@@ -4,7 +4,8 @@ import argparse
 import sys
 
 from recbole_diffusion.compat import IncompatibleEnvironment
-from recbole_diffusion.utils import RecBoleDiffusionError
+from recbole_diffusion.errors import RecBoleDiffusionError
+from recbole_diffusion.quick_start import run
 
 
 def parse_args(argv):
@@ -34,8 +35,6 @@ def parse_args(argv):
 
 def main(argv=None):
     model, dataset, files, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    from recbole_diffusion.quick_start import run
-
     try:
         result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides)
     except (RecBoleDiffusionError, IncompatibleEnvironment, FileNotFoundError) as exc:

@@ -17,15 +17,13 @@ cannot leak into a configuration.
 
 import os
 
+import recbole
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_diffusion.utils import (
-    ConfigError,
-    get_model,
-    is_plugin_model,
-    properties_dir,
-)
+from recbole_diffusion.errors import ConfigError
+from recbole_diffusion.evaluation import sparse_user_thresholds
+from recbole_diffusion.utils import get_model, is_plugin_model, properties_dir
 
 TRAIN_MODES = ("prefix", "sequence")
 
@@ -121,8 +119,6 @@ class Config(RecBoleConfig):
             )
         if mode == "sequence" and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("train_mode=sequence is only for sequential models")
-        from recbole_diffusion.data.groups import sparse_user_thresholds
-
         if sparse_user_thresholds(self) and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
         check = getattr(self.model_class, "check_config", None)
@@ -132,7 +128,5 @@ class Config(RecBoleConfig):
 
 def _is_recbole_file(file, subfolder):
     """Whether ``file`` lies directly in RecBole's ``properties/<subfolder>``."""
-    import recbole
-
     folder = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", subfolder)
     return os.path.dirname(os.path.realpath(file)) == os.path.realpath(folder)

@@ -20,13 +20,13 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
-from recbole_diffusion.data.groups import (
+from recbole_diffusion.evaluation import (
     CrossDomainCollector,
     GroupCollector,
     cross_domain_long_tail,
     cross_domain_results,
-    group_results,
     evaluated_rows,
+    group_results,
     sparse_user_thresholds,
 )
 
@@ -63,10 +63,10 @@ class SafeCheckpointMixin:
 
     Also records wall-clock seconds of every training epoch and every evaluation
     (``epoch_seconds``, ``eval_seconds``), which ``benchmarks/run.py`` reports, and adds the
-    sparse-user metrics of option ``sparse_users`` (``recbole_diffusion/data/groups.py``) to
+    sparse-user metrics of option ``sparse_users`` (``recbole_diffusion/evaluation.py``) to
     every evaluation result, and on a cross-domain dataset the per-domain, per-group metrics
     (``docs/cross-domain.md``). After a full-sort evaluation, ``last_eval_rows`` holds each
-    evaluated user's rank of its target (``recbole_diffusion.data.groups.evaluated_rows``), which
+    evaluated user's rank of its target (``recbole_diffusion.evaluation.evaluated_rows``), which
     ``benchmarks/leaderboard.py`` stores for its paired bootstrap.
     """
 

@@ -11,63 +11,28 @@ import importlib
 import os
 import pkgutil
 
+import recbole.model
+from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
+from recbole.data.utils import create_samplers
+from recbole.data.utils import get_dataloader as recbole_get_dataloader
+from recbole.sampler import KGSampler
 from recbole.utils import ModelType
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
 
-
-class RecBoleDiffusionError(ValueError):
-    """Base class of the errors this plugin reports as one paragraph, without a traceback."""
-
-
-class ConfigError(RecBoleDiffusionError):
-    """A configuration option is missing, of the wrong type or impossible."""
-
-
-class DataError(RecBoleDiffusionError):
-    """A dataset is missing or an atomic file is malformed."""
-
-
-class OptionChecks:
-    """Typed checks of a model's options for ``check_config``; each returns the value or raises
-    a ``ConfigError`` that names the option and what it allows."""
-
-    def __init__(self, config):
-        self.get = config.final_config_dict.get
-
-    def integer(self, key, minimum, maximum=None, note=None):
-        """An integer >= ``minimum`` (and <= ``maximum`` when given)."""
-        value = self.get(key)
-        too_big = maximum is not None and isinstance(value, int) and value > maximum
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum or too_big:
-            bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-            raise ConfigError(f"{key}: must be an integer {bound}{_note(note)}; got {value!r}")
-        return value
-
-    def number(self, key, low, high=float("inf"), low_open=False, high_open=False, note=None):
-        """A finite number in [low, high] (an open end with ``low_open`` / ``high_open``)."""
-        import math
-
-        value = self.get(key)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-        if not ok:
-            bound = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise ConfigError(f"{key}: must be a number in {bound}{_note(note)}; got {value!r}")
-        return value
-
-    def boolean(self, key):
-        if not isinstance(self.get(key), bool):
-            raise ConfigError(f"{key}: must be True or False; got {self.get(key)!r}")
-        return self.get(key)
-
-    def choice(self, key, allowed, note=None):
-        if self.get(key) not in allowed:
-            raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}{_note(note)}; got {self.get(key)!r}")
-        return self.get(key)
-
-
-def _note(note):
-    """What an option means, in parentheses after the allowed values of an OptionChecks message."""
-    return f" ({note})" if note else ""
+from recbole_diffusion import trainer as plugin_trainers
+from recbole_diffusion.data.atomic import check_atomic_files
+from recbole_diffusion.data.cross_domain import CrossDomainSequentialDataset, cross_domain_options
+from recbole_diffusion.data.noise import inject_train_noise, train_noise_ratio, user_items
+from recbole_diffusion.data.sequence import SequenceTrainDataLoader
+from recbole_diffusion.errors import ConfigError
+from recbole_diffusion.evaluation import (
+    TrimmedFullSortEvalDataLoader,
+    domain_candidate_loader,
+    train_history_lengths,
+    trims_eval_padding,
+)
+from recbole_diffusion.model.sequence_adapters import sequence_adapter
 
 
 _PLUGIN_MODEL_PACKAGE = "recbole_diffusion.model.sequential_recommender"
@@ -118,8 +83,6 @@ def plugin_model_names():
 
 def recbole_model_names():
     """Names of every model RecBole 1.2.1 ships, by the file layout ``get_model`` relies on."""
-    import recbole.model
-
     root = os.path.dirname(recbole.model.__file__)
     names = []
     for sub in _RECBOLE_MODEL_PACKAGES:
@@ -145,8 +108,6 @@ def get_model(model_name):
     plugin_class = _plugin_model_class(model_name)
     if plugin_class is not None:
         return plugin_class
-    from recbole.utils import get_model as recbole_get_model
-
     if model_name.lower() in recbole_model_names():
         try:
             return recbole_get_model(model_name)
@@ -166,8 +127,6 @@ def get_model(model_name):
 
 def _recbole_class_names():
     """RecBole's model class names (file names are lower case; classes are not)."""
-    import recbole.model
-
     names = []
     for sub in _RECBOLE_MODEL_PACKAGES:
         try:
@@ -185,8 +144,6 @@ def get_sequence_model(config, model_class):
     swapped for its whole-sequence subclass (same parameters, same state dict)."""
     if config["train_mode"] != "sequence" or is_plugin_model(model_class):
         return model_class
-    from recbole_diffusion.model.sequence_adapters import sequence_adapter
-
     return sequence_adapter(model_class)
 
 
@@ -194,15 +151,11 @@ def get_sequence_model(config, model_class):
 def get_trainer(model_type, model_name):
     """This plugin's ``<Model>Trainer`` if it has one, else RecBole's choice; either way a
     trainer that writes and reads ``weights_only`` checkpoints."""
-    from recbole_diffusion import trainer as plugin_trainers
-
     own = getattr(plugin_trainers, model_name + "Trainer", None)
     if own is not None:
         return own
     if _plugin_model_class(model_name) is not None:
         return plugin_trainers.Trainer  # never RecBole's same-named trainer for a plugin model
-    from recbole.utils import get_trainer as recbole_get_trainer
-
     return plugin_trainers.safe_trainer(recbole_get_trainer(model_type, model_name))
 
 
@@ -211,9 +164,6 @@ def create_dataset(config):
     """Build the dataset from atomic files (never from a pickle), after checking them; with
     ``train_noise_ratio`` > 0, random items are injected into the training sequences
     (``recbole_diffusion/data/noise.py``)."""
-    from recbole_diffusion.data.atomic import check_atomic_files
-    from recbole_diffusion.data.noise import inject_train_noise, train_noise_ratio, user_items
-
     if config["save_dataset"] or config["save_dataloaders"] or config["dataset_save_path"] or config["dataloaders_save_path"]:
         raise ConfigError(
             "save_dataset / save_dataloaders / dataset_save_path / dataloaders_save_path are not "
@@ -233,8 +183,6 @@ def _dataset_class(config):
     own = getattr(plugin_data, config["model"] + "Dataset", None)
     if own is not None:
         return own
-    from recbole_diffusion.data.cross_domain import CrossDomainSequentialDataset, cross_domain_options
-
     if cross_domain_options(config) is not None:  # domain_field / dataset_domain: docs/cross-domain.md
         return CrossDomainSequentialDataset
     recbole_datasets = importlib.import_module("recbole.data.dataset")
@@ -258,12 +206,6 @@ def data_preparation(config, dataset):
     own models (RecBole's name table would give our sequential ``DiffRec`` the general DiffRec's
     user loader), ``train_mode: sequence`` uses whole-sequence batches, and nothing is pickled.
     """
-    from recbole.data.utils import create_samplers, get_dataloader as recbole_get_dataloader
-    from recbole.data.dataloader import FullSortEvalDataLoader, NegSampleEvalDataLoader, TrainDataLoader
-
-    from recbole_diffusion.data.evaluation import TrimmedFullSortEvalDataLoader, trims_eval_padding
-    from recbole_diffusion.data.sequence import SequenceTrainDataLoader
-
     built = dataset.build()
     train_dataset, valid_dataset, test_dataset = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
@@ -278,8 +220,6 @@ def data_preparation(config, dataset):
     if train_cls is SequenceTrainDataLoader or config["MODEL_TYPE"] != ModelType.KNOWLEDGE:
         train_data = train_cls(config, train_dataset, train_sampler, shuffle=config["shuffle"])
     else:
-        from recbole.sampler import KGSampler
-
         kg_sampler = KGSampler(dataset, config["train_neg_sample_args"]["distribution"], config["train_neg_sample_args"]["alpha"])
         train_data = train_cls(config, train_dataset, train_sampler, kg_sampler, shuffle=True)
 
@@ -292,14 +232,10 @@ def data_preparation(config, dataset):
 
     valid_cls, test_cls = eval_loader("valid"), eval_loader("test")
     if getattr(dataset, "cross_domain", None) is not None:  # ranked over the target domain's items
-        from recbole_diffusion.data.cross_domain import domain_candidate_loader
-
         valid_cls, test_cls = domain_candidate_loader(valid_cls), domain_candidate_loader(test_cls)
     valid_data = valid_cls(config, valid_dataset, valid_sampler, shuffle=False)
     test_data = test_cls(config, test_dataset, test_sampler, shuffle=False)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-        from recbole_diffusion.data.groups import train_history_lengths
-
         # who counts as a sparse user (option sparse_users) is fixed by the train split
         history = train_history_lengths(train_dataset, dataset.user_num)
         valid_data.train_history_length = test_data.train_history_length = history

@@ -72,7 +72,7 @@ def assert_config_error(model, config_dict, option):
     """``Config(model, config_dict)`` must refuse with a ConfigError whose one-paragraph message
     starts with ``option:`` (the option the user has to change); returns the error."""
     from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         Config(model=model, config_dict=config_dict)

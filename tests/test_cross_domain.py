@@ -179,7 +179,7 @@ def test_sampled_protocol_keeps_the_positive_and_n_unseen_negatives_of_the_domai
 
 # ----------------------------------------------------------------------------- errors
 def test_missing_domain_column_names_the_file_and_field(tmp_path, in_tmp_dir):
-    from recbole_diffusion.utils import DataError
+    from recbole_diffusion.errors import DataError
 
     data = write_two_domain_dataset(tmp_path, "nodom", domain_column=False)
     with pytest.raises(DataError, match=r"nodom\.inter.*domain_field 'domain'"):
@@ -187,7 +187,7 @@ def test_missing_domain_column_names_the_file_and_field(tmp_path, in_tmp_dir):
 
 
 def test_a_named_domain_without_items_is_refused(tmp_path, in_tmp_dir):
-    from recbole_diffusion.utils import DataError
+    from recbole_diffusion.errors import DataError
 
     data = write_two_domain_dataset(tmp_path, "onedom", sequences={u: (c, []) for u, (c, _) in two_domain_sequences().items()})
     with pytest.raises(DataError, match=r"onedom\.inter.*'sport'.*has no items"):
@@ -197,7 +197,7 @@ def test_a_named_domain_without_items_is_refused(tmp_path, in_tmp_dir):
 
 
 def test_options_are_checked(two_domain, in_tmp_dir):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train_mode=sequence"):
         prepare(two_domain, train_mode="sequence")

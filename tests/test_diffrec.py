@@ -331,7 +331,7 @@ def test_inference_is_seeded_and_averages_exactly_the_configured_draws(built):
 def test_outputs_do_not_depend_on_trailing_padding(built):
     """DiffRec opts into the trimmed full-sort loader: a user's output is the same padded to L,
     in a batch of longer histories, or alone with no padding at all (same noise)."""
-    from recbole_diffusion.data.evaluation import trims_eval_padding
+    from recbole_diffusion.evaluation import trims_eval_padding
 
     config, model, _, valid_data = built
     assert trims_eval_padding(config, type(model), "valid")
@@ -439,7 +439,7 @@ def test_invalid_hyperparameters_fail_in_config(tiny_data, key, value, message):
 
 def test_k_items_need_prefix_mode_and_fit_the_window(tiny_data):
     from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train_mode=prefix"):
         Config(model="DiffRec", config_dict=tiny_config(tiny_data, noised_items=2))

@@ -303,7 +303,7 @@ def test_item_table_loads_from_a_checkpoint_and_stays_fixed_when_frozen(tiny_dat
 
 
 def test_item_table_checkpoint_of_another_dataset_or_width_is_refused(tiny_data, tmp_path):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     _, reference, _, _ = build(tiny_data)
     weight = reference.item_embedding.weight.detach()

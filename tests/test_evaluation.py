@@ -11,7 +11,7 @@ def test_trimmed_evaluation_equals_recbole_evaluation(tiny_data, in_tmp_dir, mod
     from recbole.data.dataloader import FullSortEvalDataLoader
 
     from recbole_diffusion.config import Config
-    from recbole_diffusion.data.evaluation import TrimmedFullSortEvalDataLoader
+    from recbole_diffusion.evaluation import TrimmedFullSortEvalDataLoader
     from recbole_diffusion.quick_start import build_model
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 
@@ -38,7 +38,7 @@ def test_models_that_read_padding_keep_recbole_loader(tiny_data):
     from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 
     from recbole_diffusion.config import Config
-    from recbole_diffusion.data.evaluation import trims_eval_padding
+    from recbole_diffusion.evaluation import trims_eval_padding
 
     config = Config(model="BERT4Rec", config_dict=tiny_config(tiny_data))
     assert not trims_eval_padding(config, BERT4Rec, "test")

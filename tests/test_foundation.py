@@ -44,7 +44,8 @@ def test_builtin_names_still_resolve_to_recbole():
 
 
 def test_unknown_model_lists_close_names():
-    from recbole_diffusion.utils import ConfigError, get_model
+    from recbole_diffusion.errors import ConfigError
+    from recbole_diffusion.utils import get_model
 
     with pytest.raises(ConfigError) as info:
         get_model("SASRek")

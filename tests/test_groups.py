@@ -106,7 +106,7 @@ def test_off_by_default(mixed_lengths, in_tmp_dir):
 
 @pytest.mark.parametrize("value", [[0], ["3"], [2.5], "five"])
 def test_bad_thresholds_are_refused_at_start(mixed_lengths, in_tmp_dir, value):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match="sparse_users"):
         _setup(mixed_lengths, sparse_users=value)

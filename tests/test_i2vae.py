@@ -135,7 +135,7 @@ def test_cold_start_users_use_the_single_domain_inference_network(two_domain, in
 
 # ----------------------------------------------------------------------------- config and a run
 def test_needs_a_two_domain_dataset(tmp_path, in_tmp_dir):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     data = write_two_domain_dataset(tmp_path, "single", domain_column=False, only_domain=0)
     with pytest.raises(ConfigError, match="domain_field: i2VAE is a cross-domain model"):
@@ -153,7 +153,7 @@ def test_needs_a_two_domain_dataset(tmp_path, in_tmp_dir):
     ("n_cross_heads", 3, "n_cross_heads: must divide hidden_size"),
 ])
 def test_impossible_settings_are_refused_naming_the_option(tmp_path, in_tmp_dir, option, value, message):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     data = write_two_domain_dataset(tmp_path, "pair")
     with pytest.raises(ConfigError) as info:

@@ -98,7 +98,7 @@ def test_ratio_zero_changes_nothing(tiny_data, clean):
 
 @pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, "high", True])
 def test_a_ratio_outside_zero_one_fails_naming_the_option(tiny_data, ratio):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
         splits(tiny_data, train_noise_ratio=ratio)
@@ -106,7 +106,7 @@ def test_a_ratio_outside_zero_one_fails_naming_the_option(tiny_data, ratio):
 
 
 def test_noise_needs_a_leave_one_out_split(tiny_data):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     eval_args = {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user", "mode": "full"}
     with pytest.raises(ConfigError) as info:

@@ -1,10 +1,10 @@
-"""utils.OptionChecks: the typed option checks the models' check_config use."""
+"""errors.OptionChecks: the typed option checks the models' check_config use."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from recbole_diffusion.utils import ConfigError, OptionChecks
+from recbole_diffusion.errors import ConfigError, OptionChecks
 
 
 def checks(**options):

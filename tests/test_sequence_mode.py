@@ -106,14 +106,14 @@ def test_sequence_loss_equals_prefix_loss_over_the_same_targets(tiny_data, model
 
 
 def test_sequence_mode_refuses_negative_sampling(tiny_data):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train_neg_sample_args"):
         build(tiny_data, train_mode="sequence", train_neg_sample_args={"distribution": "uniform", "sample_num": 1}, loss_type="BPR")
 
 
 def test_builtin_without_adapter_is_refused_in_sequence_mode(tiny_data):
-    from recbole_diffusion.utils import ConfigError
+    from recbole_diffusion.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train_mode=prefix"):
         build(tiny_data, model="NARM", train_mode="sequence")
@@ -215,7 +215,8 @@ def test_bert4rec_sequence_mode_is_opt_in_and_takes_only_ce(tiny_data):
     from recbole.model.sequential_recommender.bert4rec import BERT4Rec
 
     from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import ConfigError, get_sequence_model
+    from recbole_diffusion.errors import ConfigError
+    from recbole_diffusion.utils import get_sequence_model
 
     config = Config(model="BERT4Rec", config_dict=tiny_config(tiny_data))
     assert config["train_mode"] == "prefix" and get_sequence_model(config, BERT4Rec) is BERT4Rec

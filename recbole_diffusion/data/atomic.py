@@ -7,7 +7,7 @@ paragraph that names the folder, the file and the line.
 
 import os
 
-from recbole_diffusion.utils import DataError
+from recbole_diffusion.errors import DataError
 
 _TYPES = ("token", "token_seq", "float", "float_seq")
 

@@ -14,7 +14,7 @@ Options (dataset YAML, e.g. ``properties/dataset/cloth-sport.yaml``):
   1 + 999 protocol, for comparison).
 
 Every model, this plugin's or RecBole's, gets :class:`CrossDomainSequentialDataset` and the
-candidate mask of :func:`domain_candidate_loader` when one of ``domain_field`` / ``dataset_domain``
+candidate mask of ``recbole_diffusion.evaluation.domain_candidate_loader`` when one of ``domain_field`` / ``dataset_domain``
 is set (``recbole_diffusion.utils``).
 """
 
@@ -25,7 +25,7 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureSource, FeatureType, ModelType
 
-from recbole_diffusion.utils import ConfigError, DataError
+from recbole_diffusion.errors import ConfigError, DataError
 
 # fields added to every sample (see docs/cross-domain.md)
 TARGET_DOMAIN = "target_domain"
@@ -251,52 +251,3 @@ class CrossDomainSequentialDataset(SequentialDataset):
         """``[train, valid, test]`` by the per-(user, domain) leave-one-out of ``data_augmentation``."""
         self._change_feat_format()
         return [self.copy(self.inter_feat[np.flatnonzero(self._phase == part)]) for part in (TRAIN, VALID, TEST)]
-
-
-# --------------------------------------------------------------------- evaluation candidates
-class DomainCandidateMixin:
-    """Full-sort evaluation over the target domain's items only (option ``eval_negatives``: over the
-    positive and N sampled negatives of that domain). The hidden items are returned as RecBole's
-    ``history_index`` (a boolean [B, n_items] mask), whose scores the trainer sets to -inf."""
-
-    def __init__(self, config, dataset, sampler, shuffle=False):
-        super().__init__(config, dataset, sampler, shuffle=shuffle)
-        self.candidate_device = config["device"]
-        self.eval_negatives = config["eval_negatives"]
-        self.negative_seed = int(config["seed"])
-        self.domain_items = torch.from_numpy(dataset.domain_items)
-        self.user_items = getattr(dataset, "user_items", None)
-        self._rng = np.random.default_rng(self.negative_seed)
-
-    def __iter__(self):
-        # the same negatives in every evaluation
-        self._rng = np.random.default_rng(self.negative_seed)
-        return super().__iter__()
-
-    def collate_fn(self, index):
-        interaction, history_index, positive_u, positive_i = super().collate_fn(index)
-        if history_index is not None:
-            raise ValueError("cross-domain evaluation expects RecBole's sequential full-sort loader (no history index)")
-        hidden = ~self.domain_items[interaction[TARGET_DOMAIN]]
-        if self.eval_negatives:
-            hidden = self._sampled_candidates(interaction, hidden)
-        return interaction, hidden.to(self.candidate_device), positive_u, positive_i
-
-    def _sampled_candidates(self, interaction, hidden):
-        users = interaction[self.uid_field].numpy()
-        positives = interaction[self.iid_field].numpy()
-        kept = torch.ones_like(hidden)
-        for row, (user, positive) in enumerate(zip(users, positives)):
-            pool = np.flatnonzero(~hidden[row].numpy())
-            if self.user_items is not None:
-                indptr, items = self.user_items
-                pool = np.setdiff1d(pool, items[indptr[user] : indptr[user + 1]], assume_unique=True)
-            chosen = self._rng.choice(pool, size=min(self.eval_negatives, len(pool)), replace=False)
-            kept[row, chosen] = False
-            kept[row, positive] = False
-        return kept
-
-
-def domain_candidate_loader(loader_class):
-    """``loader_class`` (a sequential full-sort loader) restricted to the target domain's items."""
-    return type(loader_class.__name__, (DomainCandidateMixin, loader_class), {"__module__": __name__})

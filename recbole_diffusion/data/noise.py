@@ -20,7 +20,7 @@ Deterministic given ``seed``: the draws use their own generator seeded from it.
 
 import numpy as np
 
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.errors import ConfigError
 
 _HOLDOUT = {"valid_and_test": 2, "valid_only": 1, "test_only": 1}
 _NOISE_STREAM = 0x6E6F69  # keeps the noise draws apart from every other use of ``seed``

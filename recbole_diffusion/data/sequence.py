@@ -28,7 +28,7 @@ import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.interaction import Interaction
 
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.errors import ConfigError
 
 
 def target_field(config):

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.layers import sequence_ce_loss
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.errors import ConfigError
 
 
 class _SequenceTraining:

@@ -40,7 +40,7 @@ from recbole_diffusion.layers import (
     sample_negative_items,
     weighted_pool,
 )
-from recbole_diffusion.utils import ConfigError, OptionChecks
+from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["ADARec"]
 

@@ -33,7 +33,7 @@ from torch import nn
 from recbole_diffusion import augmentation as aug
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.layers import info_nce, semi_sinkhorn, sequence_ce_loss, straight_through
-from recbole_diffusion.utils import ConfigError, OptionChecks, RecBoleDiffusionError
+from recbole_diffusion.errors import ConfigError, OptionChecks, RecBoleDiffusionError
 
 __all__ = ["AsarRec"]
 

@@ -29,7 +29,7 @@ from torch import nn
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas
 from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce
-from recbole_diffusion.utils import ConfigError, OptionChecks
+from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["DiffRec", "StepImportanceSampler", "two_stream_encode"]
 
@@ -303,7 +303,7 @@ class DiffRec(SequentialRecommender):
 
     input_type = InputType.POINTWISE
     # the output for a user never reads trailing padding: full-sort evaluation may trim it
-    # (recbole_diffusion.data.evaluation)
+    # (recbole_diffusion.evaluation)
     TRIM_EVAL_PADDING = True
 
     def __init__(self, config, dataset):

@@ -27,7 +27,7 @@ from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding
 from recbole_diffusion.layers import full_softmax_ce
-from recbole_diffusion.utils import ConfigError, OptionChecks
+from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["DreamRec"]
 

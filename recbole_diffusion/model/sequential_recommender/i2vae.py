@@ -23,7 +23,7 @@ from torch import nn
 
 from recbole_diffusion.data.cross_domain import TARGET_DOMAIN, domain_list_fields
 from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize
-from recbole_diffusion.utils import ConfigError, OptionChecks
+from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["i2VAE"]
 

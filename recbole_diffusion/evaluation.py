@@ -1,4 +1,18 @@
-"""Metrics on sparse users, next to all users, for every model (option ``sparse_users``).
+"""Evaluation: per-user target ranks, metrics on user groups, and the full-sort loaders.
+
+Everything an evaluation adds to RecBole's lives here:
+
+- collectors that remember each evaluated row's user and target rank (:class:`GroupCollector`,
+  :class:`CrossDomainCollector`), from which the trainer reports per-user ranks;
+- metrics on sparse users (option ``sparse_users``) and, on a cross-domain dataset, per target
+  domain and user group (cold-start, long-tailed);
+- the full-sort loader batched by history length with padding trimmed
+  (:class:`TrimmedFullSortEvalDataLoader`) and the cross-domain candidate restriction
+  (:func:`domain_candidate_loader`).
+
+Sparse users
+------------
+Metrics on sparse users, next to all users, for every model (option ``sparse_users``).
 
 ``sparse_users: [3, 5]`` adds, to every full-sort evaluation result, each configured metric
 computed again on the users with at most 3 (and at most 5) *training* interactions, plus the
@@ -16,12 +30,31 @@ trained model is scored on the naturally short users.
 The metrics are RecBole's own (``recbole.evaluator.Evaluator``) applied to the rows of the
 collected ``rec.topk`` matrix that belong to the group, so they are exactly what RecBole would
 report on that subset of users.
+
+Trimmed full-sort loader
+------------------------
+Full-sort evaluation batched by history length, with padding trimmed.
+
+RecBole's full-sort evaluation of a sequential model runs the encoder over all
+``MAX_ITEM_LIST_LENGTH`` positions of every user, although most histories are short
+(amazon-beauty: median 6 of 50). Profiled here, the encoder over that padding is nearly all of an
+evaluation's time. This loader orders the valid/test users by history length and cuts each
+batch's list fields to the batch's longest history. Metrics are per-user averages, so the order
+of users does not change them (tested).
+
+Only for models whose output for a user cannot depend on trailing padding: causal encoders read
+at position ``item_length - 1`` (RecBole's SASRec and GRU4Rec, listed here), and this plugin's
+models that set the class attribute ``TRIM_EVAL_PADDING = True``. Every other model keeps
+RecBole's loader unchanged.
 """
 
+import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
 
-from recbole_diffusion.utils import ConfigError
+from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN, cross_domain_options
+from recbole_diffusion.errors import ConfigError
 
 ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
 
@@ -125,8 +158,6 @@ def evaluated_rows(collector, eval_data):
     }
     domains = getattr(collector, "last_rows", None)
     if domains is not None:
-        from recbole_diffusion.data.cross_domain import TARGET_DOMAIN
-
         names = list(dataset.domain_display_names)
         rows["domain"] = [names[int(d)] for d in domains[TARGET_DOMAIN]]
     return rows
@@ -168,8 +199,6 @@ CROSS_DOMAIN_GROUPS = ("all", "cold-start", "long-tailed")
 
 def cross_domain_long_tail(config):
     """``long_tail_length`` of a cross-domain dataset (checked), or ``None`` for other data."""
-    from recbole_diffusion.data.cross_domain import cross_domain_options
-
     options = cross_domain_options(config)
     return None if options is None else options["long_tail_length"]
 
@@ -184,8 +213,6 @@ class CrossDomainCollector(GroupCollector):
 
     def __init__(self, config):
         super().__init__(config)
-        from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
-
         self.row_fields = (TARGET_DOMAIN, DOMAIN_HISTORY)
         self._rows = {name: [] for name in self.row_fields}
         self.last_rows = None
@@ -205,8 +232,6 @@ class CrossDomainCollector(GroupCollector):
 def cross_domain_results(evaluator, collector, names, long_tail_length):
     """RecBole's metrics per target domain (``names`` by domain index) and per group of
     ``CROSS_DOMAIN_GROUPS``, from the last evaluation a :class:`CrossDomainCollector` collected."""
-    from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
-
     domains, history = collector.last_rows[TARGET_DOMAIN], collector.last_rows[DOMAIN_HISTORY]
     extra = {}
     for index, name in enumerate(names):
@@ -221,3 +246,85 @@ def cross_domain_results(evaluator, collector, names, long_tail_length):
             for key, value in subset_results(evaluator, collector.last_struct, rows, len(domains)).items():
                 extra[cross_domain_group_key(key, name, group)] = value
     return extra
+
+
+# ----------------------------------------------------------------------------- trimmed full-sort loader
+
+
+TRIM_SAFE_BUILTINS = ("SASRec", "GRU4Rec")
+
+
+def trims_eval_padding(config, model_class, phase):
+    """Whether ``phase``'s evaluation of ``model_class`` may use the trimmed loader."""
+    if config["eval_args"]["mode"][phase] != "full" or model_class.type.name != "SEQUENTIAL":
+        return False
+    if getattr(model_class, "TRIM_EVAL_PADDING", False):
+        return True
+    return model_class.__module__.startswith("recbole.") and model_class.__name__ in TRIM_SAFE_BUILTINS
+
+
+class TrimmedFullSortEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's sequential full-sort loader, users ordered by history length, padding trimmed."""
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        self.length_field = config["ITEM_LIST_LENGTH_FIELD"]
+        self.max_len = config["MAX_ITEM_LIST_LENGTH"]
+        dataset.sort(by=self.length_field, ascending=True)
+        super().__init__(config, dataset, sampler, shuffle=False)
+
+    def collate_fn(self, index):
+        interaction, history_index, positive_u, positive_i = super().collate_fn(index)
+        width = max(int(interaction[self.length_field].max()), 1)
+        for field, value in interaction.interaction.items():
+            if value.dim() >= 2 and value.size(1) == self.max_len:
+                interaction.interaction[field] = value[:, :width]
+        return interaction, history_index, positive_u, positive_i
+
+
+# --------------------------------------------------------------------- evaluation candidates
+class DomainCandidateMixin:
+    """Full-sort evaluation over the target domain's items only (option ``eval_negatives``: over the
+    positive and N sampled negatives of that domain). The hidden items are returned as RecBole's
+    ``history_index`` (a boolean [B, n_items] mask), whose scores the trainer sets to -inf."""
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+        self.candidate_device = config["device"]
+        self.eval_negatives = config["eval_negatives"]
+        self.negative_seed = int(config["seed"])
+        self.domain_items = torch.from_numpy(dataset.domain_items)
+        self.user_items = getattr(dataset, "user_items", None)
+        self._rng = np.random.default_rng(self.negative_seed)
+
+    def __iter__(self):
+        # the same negatives in every evaluation
+        self._rng = np.random.default_rng(self.negative_seed)
+        return super().__iter__()
+
+    def collate_fn(self, index):
+        interaction, history_index, positive_u, positive_i = super().collate_fn(index)
+        if history_index is not None:
+            raise ValueError("cross-domain evaluation expects RecBole's sequential full-sort loader (no history index)")
+        hidden = ~self.domain_items[interaction[TARGET_DOMAIN]]
+        if self.eval_negatives:
+            hidden = self._sampled_candidates(interaction, hidden)
+        return interaction, hidden.to(self.candidate_device), positive_u, positive_i
+
+    def _sampled_candidates(self, interaction, hidden):
+        users = interaction[self.uid_field].numpy()
+        positives = interaction[self.iid_field].numpy()
+        kept = torch.ones_like(hidden)
+        for row, (user, positive) in enumerate(zip(users, positives)):
+            pool = np.flatnonzero(~hidden[row].numpy())
+            if self.user_items is not None:
+                indptr, items = self.user_items
+                pool = np.setdiff1d(pool, items[indptr[user] : indptr[user + 1]], assume_unique=True)
+            chosen = self._rng.choice(pool, size=min(self.eval_negatives, len(pool)), replace=False)
+            kept[row, chosen] = False
+            kept[row, positive] = False
+        return kept
+
+
+def domain_candidate_loader(loader_class):
+    """``loader_class`` (a sequential full-sort loader) restricted to the target domain's items."""
+    return type(loader_class.__name__, (DomainCandidateMixin, loader_class), {"__module__": __name__})
