@@ -1,7 +1,7 @@
 """Every workaround that recbole 1.2.1 needs on today's Python stack, in one place.
 
 recbole 1.2.1 (the last release) was written against numpy 1, pandas 1/2, scipy < 1.12 and
-torch < 2.6. ``setup.py`` pins what cannot be patched safely (numpy < 2, pandas < 3,
+torch < 2.6. ``pyproject.toml`` pins what cannot be patched safely (numpy < 2, pandas < 3,
 setuptools < 82, hyperopt == 0.2.5); this module patches the rest, once, at import of
 ``recbole_diffusion``. Nothing here edits RecBole's files, and nothing here switches
 ``torch.load``'s ``weights_only`` off: checkpoints are loaded through :func:`load_checkpoint`,

@@ -40,6 +40,17 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """Tensors this small train several times faster on one thread (and the CI machine is shared)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def in_tmp_dir(tmp_path, monkeypatch):
     """Run in an empty folder, so saved/, log/ and log_tensorboard/ land there."""
     monkeypatch.chdir(tmp_path)

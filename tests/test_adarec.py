@@ -20,14 +20,6 @@ def build(tiny_data, **overrides):
     return build_model(config, train_data), train_data, valid_data
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def paper(tiny_data):
     return build(tiny_data)

@@ -180,9 +180,11 @@ def test_edits_follow_the_soft_matrix():
     frame[0, 0::2, -1] = 1.0  # gaps: nothing
     for j in range(width):
         frame[0, 2 * j + 1, j] = 1.0
-    frame[0, 1, :] = 0; frame[0, 1, 2] = 0.9; frame[0, 1, 0] = 0.1  # item 0 wants slot 2
-    frame[0, 7, :] = 0; frame[0, 7, width] = 0.8; frame[0, 7, 3] = 0.2  # item 3 -> candidate 0
-    frame[0, 4, :] = 0; frame[0, 4, width + 1] = 0.7; frame[0, 4, -1] = 0.3  # insert before item 2
+    for row, choices in ((1, {2: 0.9, 0: 0.1}), (7, {width: 0.8, 3: 0.2}), (4, {width + 1: 0.7, -1: 0.3})):
+        # item 0 wants slot 2; item 3 -> candidate 0; insert before item 2
+        frame[0, row, :] = 0
+        for column, weight in choices.items():
+            frame[0, row, column] = weight
     sources, n_edits = aug.budgeted_assignment(frame, lengths, torch.tensor([4]), threshold=0.5)
     compacted = aug.compose(aug.compact(torch.where(sources >= 0, torch.arange(8), -1)), sources)
     view = aug.gather_slots(compacted, torch.tensor([[11, 12, 13, 14, 91, 92]]))

@@ -77,7 +77,10 @@ def raw_samples(split_dataset, config):
 
     d = split_dataset
     feat = d.inter_feat
-    token = lambda field, ids: [int(d.id2token(field, int(i))) for i in ids if int(i) > 0]
+
+    def token(field, ids):
+        return [int(d.id2token(field, int(i))) for i in ids if int(i) > 0]
+
     fields = domain_list_fields(config)
     out = {}
     for row in range(len(feat)):

@@ -123,7 +123,7 @@ def test_two_stream_output_equals_the_prefix_encoder(tiny_data, split):
     model = model.double().eval()
     batch = next(b for b in train_data if b["item_id_list"].size(1) == model.max_seq_length)
     assert bool((batch["item_length"] == model.max_seq_length).any())  # full windows are covered
-    item_seq, targets = batch["item_id_list"], batch["target_item_id_list"]
+    item_seq = batch["item_id_list"]
     generator = torch.Generator().manual_seed(0)
     steps = torch.randint(0, model.n_diffusion_steps, (item_seq.size(0),), generator=generator)
     n_queries = model.max_seq_length - 1

@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -23,15 +22,6 @@ def build(tiny_data, **overrides):
     dataset = create_dataset(config)
     train_data, valid_data, _ = data_preparation(config, dataset)
     return config, build_model(config, train_data), train_data, valid_data
-
-
-@pytest.fixture
-def one_thread():
-    """Tensors this small train several times faster on one thread (and the CI machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

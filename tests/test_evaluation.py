@@ -1,7 +1,6 @@
 """Trimmed, length-ordered full-sort evaluation gives RecBole's metrics exactly."""
 
 import pytest
-import torch
 
 from conftest import tiny_config
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from test_cross_domain import cd_config, prepare, two_domain_sequences, write_two_domain_dataset
-from test_dreamrec import one_thread  # noqa: F401  (the single-thread fixture)
 
 FAST = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_cross_heads": 2, "n_pseudo_items": 4, "psg_epochs": 3,
         "psg_embedding_size": 8, "psg_batch_size": 256, "train_batch_size": 64}

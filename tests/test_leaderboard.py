@@ -4,7 +4,6 @@ from the stored JSON alone, and the paired bootstrap behaves on constructed case
 import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest

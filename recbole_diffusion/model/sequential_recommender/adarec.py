@@ -290,7 +290,7 @@ class ADARec(SequentialRecommender):
         checks = OptionChecks(config)
         get, integer, number, choice = checks.get, checks.integer, checks.number, checks.choice
 
-        mode = choice("adarec_mode", MODES)
+        choice("adarec_mode", MODES)
         n_steps = integer("n_diffusion_steps", 1)
         schedule = choice("noise_schedule", SCHEDULES)
         try:
