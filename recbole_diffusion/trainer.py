@@ -157,3 +157,13 @@ def safe_trainer(trainer_class):
 
 class Trainer(SafeCheckpointMixin, RecBoleTrainer):
     """RecBole's trainer with safe checkpoints; the default for this plugin's models."""
+
+
+class i2VAETrainer(Trainer):
+    """Fits i2VAE's pseudo-sequence generator (a LightGCN on the training interactions) once,
+    before the first epoch, unless the model has its items already (a resumed checkpoint)."""
+
+    def fit(self, train_data, *args, **kwargs):
+        if not bool(self.model.pseudo_items_fitted):
+            self.model.fit_pseudo_sequences()
+        return super().fit(train_data, *args, **kwargs)

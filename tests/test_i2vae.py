@@ -16,10 +16,13 @@ def two_domain(tmp_path_factory):
 
 
 def build(data, **overrides):
+    """The model built and its pseudo-items fitted, as i2VAETrainer does before training."""
     from recbole_diffusion.quick_start import build_model
 
     config, dataset, train, valid, test = prepare(data, model="i2VAE", **{**FAST, **overrides})
-    return config, dataset, build_model(config, train), train, test
+    model = build_model(config, train)
+    model.fit_pseudo_sequences()
+    return config, dataset, model, train, test
 
 
 def pseudo_tokens(dataset, model):
@@ -266,3 +269,36 @@ def test_bucketed_encoding_equals_encoding_each_row_alone(two_domain, in_tmp_dir
                 torch.testing.assert_close(states[row, :n], alone[0], atol=1e-5, rtol=1e-5)
                 torch.testing.assert_close(mean[row], alone_mean[0], atol=1e-5, rtol=1e-5)
         assert torch.equal(mask, (seq > 0)[:, : mask.size(1)])
+
+
+def test_restoring_a_checkpoint_fits_nothing(two_domain, in_tmp_dir, one_thread, monkeypatch):
+    """Training fits the pseudo-sequence generator once; load_data_and_model restores its items
+    from the checkpoint without fitting it again, and the restored model scores as the trained one."""
+    from recbole.model.general_recommender.lightgcn import LightGCN
+
+    from recbole_diffusion.model.sequential_recommender import i2vae
+    from recbole_diffusion.quick_start import load_data_and_model, run
+
+    fits = []
+    original = i2vae.fit_pseudo_items
+    monkeypatch.setattr(i2vae, "fit_pseudo_items", lambda *args: fits.append(1) or original(*args))
+    built = []
+    original_init = LightGCN.__init__
+    monkeypatch.setattr(LightGCN, "__init__", lambda self, *args: built.append(1) or original_init(self, *args))
+    config = cd_config(two_domain, "i2VAE", **FAST, eval_step=1)
+    result = run(model="i2VAE", config_dict=config, saved=True, verbose=False, return_trainer=True)
+    assert len(fits) == 1 and len(built) == 1
+    _, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
+    assert len(fits) == 1 and len(built) == 1  # nothing fitted, no LightGCN built
+    assert bool(model.pseudo_items_fitted)
+    assert torch.equal(model.pseudo_items, result["trainer"].model.pseudo_items)
+
+
+def test_an_unfitted_model_refuses_to_score(two_domain, in_tmp_dir, one_thread):
+    from recbole_diffusion.quick_start import build_model
+
+    config, _, train, _, test = prepare(two_domain, model="i2VAE", **FAST)
+    model = build_model(config, train)
+    batch = next(iter(test))[0]
+    with pytest.raises(RuntimeError, match="fit_pseudo_sequences"):
+        model.full_sort_predict(batch)

@@ -279,15 +279,26 @@ class i2VAE(SequentialRecommender):
         # parameters initialization
         self.apply(self._init_weights)
 
-        # the pseudo-sequence generator, on the training interactions only
-        generator = torch.Generator().manual_seed(int(config["seed"]))
-        self.register_buffer(
-            "pseudo_items",
-            fit_pseudo_items(
-                config, dataset.train_interactions, dataset.num(self.USER_ID), self.n_items,
-                self.n_pseudo_items, self.psg_settings, generator,
-            ),
-        )
+        # the pseudo-sequence generator's output, filled by fit_pseudo_sequences() before training
+        # (i2VAETrainer calls it) and restored with the rest of a checkpoint
+        self.register_buffer("pseudo_items", torch.zeros(dataset.num(self.USER_ID), 2, self.n_pseudo_items, dtype=torch.long))
+        self.register_buffer("pseudo_items_fitted", torch.tensor(False))
+        self._psg_inputs = (config, dataset.train_interactions, int(config["seed"]))
+
+    def fit_pseudo_sequences(self):
+        """Fit the pseudo-sequence generator on the training interactions and keep each user's
+        pseudo-items. Its random draws come from its own seeded streams (a generator for the BPR
+        batches, a forked global stream for LightGCN's initialisation), so the rest of training
+        draws the same numbers whether or not it ran; a restored checkpoint has the items already."""
+        config, train_interactions, seed = self._psg_inputs
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pseudo = fit_pseudo_items(
+                config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings, generator,
+            )
+        self.pseudo_items.copy_(pseudo.to(self.pseudo_items.device))
+        self.pseudo_items_fitted.fill_(True)
 
     @classmethod
     def check_config(cls, config):
@@ -357,6 +368,8 @@ class i2VAE(SequentialRecommender):
         other_seq = interaction[self.DOMAIN_SEQ[other]]
         own_states, own_mask, own_mean = self.encode_sequence(domain, own_seq)
         other_states, other_mask, other_mean = self.encode_sequence(other, other_seq)
+        if not bool(self.pseudo_items_fitted):
+            raise RuntimeError("i2VAE: the pseudo-items are not fitted: call fit_pseudo_sequences() first (i2VAETrainer does)")
         pseudo = self.pseudo_items[interaction[self.USER_ID], domain]
         _, _, augmented_mean = self.encode_sequence(domain, interleave(own_seq, pseudo))
 
