@@ -1,6 +1,6 @@
 """Train and test one model: this plugin's models first, then every RecBole built-in.
 
-    python run_recbole_diff.py --model=DiffRec --dataset=amazon-beauty --data_path=../shared/data
+    python run_recbole_diff.py --model=DiffRec --dataset=amazon-beauty --data_path=DATA
     python run_recbole_diff.py --model=SASRec --dataset=ml-100k --epochs=1 --train_mode=sequence
 
 Any other ``--key=value`` overrides a config option, as in RecBole.

@@ -1,8 +1,8 @@
 """What a cross-domain checkpoint gets from each domain's history, per domain and user group.
 
-    python benchmarks/cross_domain_ablation.py --checkpoint=PATH.pth [--data_path=../shared/data] [--split=test]
+    python benchmarks/cross_domain_ablation.py --checkpoint=PATH.pth [--data_path=DATA] [--split=test]
 
-A diagnostic for models that read each domain's history separately (i2VAE, issue 8): it evaluates
+A diagnostic for models that read each domain's history separately (i2VAE): it evaluates
 the checkpoint on the split of its dataset three times, with RecBole's full ranking over the target
 domain's items and the project's cross-domain groups, and prints HR@10 / NDCG@10 per (domain,
 group) for each input:

@@ -27,7 +27,6 @@ and only when every input checks out. Exit code 0 on success, 2 on bad input (no
 import argparse
 import json
 import os
-import shlex
 import sys
 
 import yaml
@@ -320,7 +319,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     results_dir = os.path.abspath(args.results_dir)
     md_path = os.path.join(results_dir, f"{args.dataset}.md")
-    command = shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv])
+    command = bench.display_command(argv, __file__)
     try:
         for section in args.section:
             bench.check_name(section, "--section")

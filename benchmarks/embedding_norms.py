@@ -1,13 +1,13 @@
 """Item-embedding norms of a trained checkpoint against how often each item is a training target.
 
-    python benchmarks/embedding_norms.py --checkpoint=PATH.pth [--data_path=../shared/data]
+    python benchmarks/embedding_norms.py --checkpoint=PATH.pth [--data_path=DATA]
 
 A diagnostic for models scored by an inner product with their item table (DreamRec's oracle, every
 SASRec-style model): it prints, per bucket of training frequency (the number of times the item
 occurs in RecBole's training split of the checkpoint's dataset), the number of items, their mean
 and median embedding norm, and the share of valid and test targets that fall in the bucket, then
 Spearman's correlation between frequency and norm over all real items. A model whose loss shrinks
-the embeddings of the items it sees most (DreamRec's x0-MSE, issue 5) shows a negative correlation,
+the embeddings of the items it sees most (DreamRec's x0-MSE) shows a negative correlation,
 and an inner-product ranking then pushes the most likely targets down.
 
 Reads the checkpoint with the project's weights_only loader and rebuilds the dataset split from the

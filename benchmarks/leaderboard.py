@@ -1,8 +1,8 @@
 """One leaderboard per dataset: every model against RecBole's built-ins, several seeds, with
 confidence intervals from a paired bootstrap over test users.
 
-    python benchmarks/leaderboard.py --dataset=amazon-beauty --data_path=../shared/data --seeds 2020 2021 2022
-    python benchmarks/leaderboard.py --dataset=cloth-sport --data_path=../shared/data --seeds 2020 2021 2022
+    python benchmarks/leaderboard.py --dataset=amazon-beauty --data_path=DATA --seeds 2020 2021 2022
+    python benchmarks/leaderboard.py --dataset=cloth-sport --data_path=DATA --seeds 2020 2021 2022
     python benchmarks/leaderboard.py --dataset=amazon-beauty --render     # the page again, no training
 
 Each (model, seed) run goes through ``benchmarks/run.py``'s worker (its own process, early
@@ -582,9 +582,12 @@ def chart(board, path, domain=None):
 def describe_protocol(board, command):
     any_run = next((r for label in board.labels for r in board.ok(label)), None)
     lines = [
-        "Command (from the repository root; a rerun skips the runs stored for the same settings and code):", "",
+        "Command (from the repository root; a rerun skips the runs stored for the same settings and code, or code with "
+        "the same behaviour fingerprint):", "",
         "    " + command, "",
     ]
+    if "--data_path=DATA" in command:
+        lines += ["`DATA` is the folder that holds the dataset's atomic files (`dataset/README.md` says how to get them).", ""]
     if any_run is None:
         return lines + ["No run is stored yet.", ""]
     stats = [(r["dataset"], r.get("dataset_statistics")) for label in board.labels for r in board.ok(label)[:1]]
@@ -627,7 +630,7 @@ def describe_protocol(board, command):
 
 def page_command(dataset, runs, seeds):
     """The command that (re)makes the whole page: the dataset, its data folder as the runs
-    were given it (relative to the repository) and the stored seeds."""
+    name it (``run.shown_data_path``) and the stored seeds."""
     data_paths = sorted({r.get("data_path") for r in runs.values() if r.get("data_path")})
     parts = ["python", "benchmarks/leaderboard.py", f"--dataset={dataset}"]
     parts += [f"--data_path={data_paths[0]}"] if data_paths else []
@@ -765,7 +768,7 @@ def main(argv=None):
             record.update(
                 seed=seed, settings_key=key, code_hash=code, machine=machine, finished=bench.now_utc(),
                 fingerprint=current_fingerprint() if record["status"] == "ok" else None,
-                data_path=shown_path(args.data_path) if args.data_path else None,
+                data_path=bench.shown_data_path(args.data_path) if args.data_path else None,
             )
             bench.atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")
             if record["status"] == "ok":

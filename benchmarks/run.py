@@ -1,6 +1,6 @@
 """Run several models on one dataset under one config and write a results section.
 
-    python benchmarks/run.py --dataset=amazon-beauty --data_path=../shared/data \\
+    python benchmarks/run.py --dataset=amazon-beauty --data_path=DATA \\
         --models SASRec SASRec@seq GRU4Rec --section=foundation \\
         --model_args "SASRec:epochs=1" "SASRec@seq:train_mode=sequence,epochs=20"
 
@@ -716,9 +716,18 @@ def write_results(state, results_dir):
 
 
 # ============================================================================ main
-def display_command(argv):
-    """The command as one would type it again from the current folder."""
-    return shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv])
+def shown_data_path(path):
+    """A data folder as results name it: relative to the repository when it is inside it, else
+    ``DATA`` (the folder that holds the datasets, wherever a reader keeps it)."""
+    shown = os.path.relpath(os.path.abspath(path), REPO)
+    return "DATA" if shown == os.pardir or shown.startswith(os.pardir + os.sep) else shown
+
+
+def display_command(argv, script=__file__):
+    """The command of ``script`` as one would type it again from the current folder, its data
+    folder as :func:`shown_data_path` names it."""
+    shown = [f"--data_path={shown_data_path(a.split('=', 1)[1])}" if a.startswith("--data_path=") else a for a in argv]
+    return shlex.join(["python", os.path.relpath(os.path.abspath(script)), *shown])
 
 
 def main(argv=None):

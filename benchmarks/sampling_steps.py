@@ -51,7 +51,6 @@ Each row records ``users_evaluated``, the rows the metrics saw, and ``seconds_pe
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 
@@ -484,7 +483,7 @@ def main(argv=None):
     state = {
         "section": args.section,
         "results_name": plan["results_name"],
-        "command": shlex.join(["python", os.path.relpath(os.path.abspath(__file__)), *argv]),
+        "command": bench.display_command(argv, __file__),
         "cwd": cwd,
         "checkpoint": plan["checkpoint"],
         "settings": plan["settings"],

@@ -1,8 +1,8 @@
 """What a trained DiffRec checkpoint gets out of the noised target slot, step by step.
 
-    python benchmarks/step_loss.py --checkpoint=PATH.pth [--steps 1 100 500 1000] [--data_path=../shared/data]
+    python benchmarks/step_loss.py --checkpoint=PATH.pth [--steps 1 100 500 1000] [--data_path=DATA]
 
-A diagnostic for DiffRec (Du et al. 2023; issue 4). Training puts the noised target
+A diagnostic for DiffRec (Du et al. 2023). Training puts the noised target
 h^n = sqrt(ᾱ_n) E(v) + sqrt(1 - ᾱ_n) ε in the slot after the clean history, and both losses read
 f_θ(h^n, n) there; inference (Algorithm 3) puts pure noise in the slot. If the slot still shows
 the target at most training steps, L_Rec can be met by reading the target back from the slot

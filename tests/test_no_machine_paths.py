@@ -1,5 +1,6 @@
-"""Nothing a user reads carries a path of the machine it was written on: the package, the YAMLs,
-the README and docs, the benchmark scripts and every committed result (JSON and pages)."""
+"""Nothing a user reads carries a path of the machine it was written on, or speaks of the
+project's development setup (a data folder beside the checkout, work notes): the package, the
+YAMLs, the README and docs, the benchmark scripts and every committed result (JSON and pages)."""
 
 import os
 import re
@@ -12,6 +13,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_FACING = ("README.md", "docs", "dataset", "properties", "recbole_diffusion", "benchmarks", "hyper", "run_recbole_diff.py")
 # the roots of a machine's absolute paths (POSIX homes, scratch and work folders, Windows drives)
 MACHINE_PATH = re.compile(r"(?<![\w.~])(/(?:work|home|root|tmp|Users|mnt|opt|scratch)/|[A-Z]:\\\\)")
+# what only the developers' setup has: a folder beside the checkout, their work notes by number, a
+# design document that is not part of the project
+DEVELOPMENT_SETUP = re.compile(r"\.\./shared\b|\bsessions? \d|\bissues? \d|\bthe spec\b|\bspec's\b|\bspecs/")
 
 
 def tracked_files():
@@ -22,7 +26,7 @@ def tracked_files():
     return [name for name in listed.stdout.splitlines() if not name.endswith((".png", ".pth"))]
 
 
-def test_no_committed_file_a_user_reads_holds_a_machine_path():
+def lines_matching(pattern):
     found = []
     for name in tracked_files():
         path = os.path.join(REPO, name)
@@ -30,10 +34,26 @@ def test_no_committed_file_a_user_reads_holds_a_machine_path():
             continue
         with open(path, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, 1):
-                match = MACHINE_PATH.search(line)
-                if match:
+                if pattern.search(line):
                     found.append(f"{name}:{number}: {line.strip()[:120]}")
+    return found
+
+
+def test_no_committed_file_a_user_reads_holds_a_machine_path():
+    found = lines_matching(MACHINE_PATH)
     assert not found, "machine paths in committed files:\n" + "\n".join(found[:20])
+
+
+def test_no_committed_file_a_user_reads_speaks_of_the_development_setup():
+    found = lines_matching(DEVELOPMENT_SETUP)
+    assert not found, "references to the development setup in committed files:\n" + "\n".join(found[:20])
+
+
+def test_the_setup_pattern_catches_references_and_spares_ordinary_words():
+    for text in ("--data_path=../shared/data", "(session 2: cosine)", "issue 8", "see the spec", "the spec's method"):
+        assert DEVELOPMENT_SETUP.search(text), text
+    for text in ("--data_path=DATA", "a looser spec lets pip", "parse_model_spec(spec)", "the specified method", "a shared machine"):
+        assert not DEVELOPMENT_SETUP.search(text), text
 
 
 def test_the_pattern_catches_machine_paths_and_spares_relative_ones():

@@ -1,36 +1,101 @@
-"""Checks on RecBole atomic files before RecBole reads them.
+"""Where a dataset comes from, and checks on its atomic files before RecBole reads them.
 
-RecBole, given a dataset folder that does not exist, tries to download it (and crashes without a
-network); given a malformed file, it fails deep inside pandas. These checks turn both into one
-paragraph that names the folder, the file and the line.
+A dataset folder that exists is read as it is. One that does not exist but whose name is in
+RecBole's list of downloadable datasets (RecBole's ``properties/dataset/url.yaml``) is downloaded
+the way RecBole does it (its own download functions, the same confirmation prompt for a file over
+1 GB, the same folder ``<data_path>/<dataset>``), but into a temporary folder that is renamed only
+when the download and the extraction succeed, with a time limit on every network read, so a failed
+or interrupted download ends in one error and leaves nothing behind. Any other name is an error
+that says where we looked and how to get the data. Then a malformed file fails here, in one
+paragraph that names the file and the line, instead of deep inside pandas.
 """
 
 import os
+import shutil
+import socket
+import urllib.error
+import zipfile
+
+import recbole
+import yaml
+from recbole.utils import url as recbole_url
 
 from recbole_diffusion.errors import DataError
 
 _TYPES = ("token", "token_seq", "float", "float_seq")
+# seconds any one network operation of a download may block before it fails
+DOWNLOAD_TIMEOUT = 60
 
 
 def _dataset_help(config):
     dataset = config["dataset"]
     return (
-        f"Either point --data_path at the folder that holds {dataset}/{dataset}.inter "
-        f"(this project's benchmark data: --data_path=../shared/data), or build the atomic files "
-        f"with `python dataset/convert.py` (see dataset/README.md). The embedded offline default "
-        f"is --dataset=ml-100k."
+        f"To get it: point --data_path at the folder that holds {dataset}/{dataset}.inter; or name a dataset "
+        "RecBole can download (e.g. --dataset=ml-1m or --dataset=amazon-beauty, RecBole's ratings-only release); "
+        "or build the atomic file with dataset/convert.py, e.g. for the S3-Rec release of Amazon Beauty "
+        "(data/Beauty.txt of the S3-Rec or ICLRec repository): `python dataset/convert.py --format seq "
+        "--input Beauty.txt --output_dir dataset --dataset beauty`, then --data_path=dataset --dataset=beauty "
+        "(see dataset/README.md). The embedded offline default is --dataset=ml-100k."
     )
 
 
+def recbole_download_url(dataset):
+    """The URL RecBole downloads ``dataset`` from, or None when RecBole does not list it."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")
+    with open(path, encoding="utf-8") as handle:
+        return (yaml.safe_load(handle) or {}).get(dataset)
+
+
+def download_dataset(config, url):
+    """Download and extract ``url`` into the dataset folder with RecBole's functions; raise
+    :class:`DataError` (leaving no folder and no partial file) when that fails or is declined."""
+    folder, dataset = os.path.abspath(config["data_path"]), config["dataset"]
+    partial = f"{folder}.download-{os.getpid()}"
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        if not recbole_url.decide_download(url):
+            raise DataError(f"dataset {dataset!r}: the download from {url} was declined; nothing was written. " + _dataset_help(config))
+        os.makedirs(partial)
+        archive = recbole_url.download_url(url, partial)
+        recbole_url.extract_zip(archive, partial)
+        os.unlink(archive)
+        recbole_url.rename_atomic_files(partial, os.path.splitext(os.path.basename(archive))[0], dataset)
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        os.replace(partial, folder)
+    except (OSError, urllib.error.URLError, zipfile.BadZipFile, RuntimeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(
+            f"dataset {dataset!r}: the download from {url} (RecBole's source for this name) failed: {reason}. "
+            f"Nothing was written. " + _dataset_help(config)
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def resolve_dataset(config):
+    """Make sure the dataset folder exists: as given, or downloaded through RecBole's route."""
+    folder, dataset = config["data_path"], config["dataset"]
+    if os.path.isdir(folder):
+        return
+    url = recbole_download_url(dataset)
+    if url is None:
+        raise DataError(
+            f"dataset {dataset!r} not found: there is no folder {os.path.abspath(folder)}, and {dataset!r} is not "
+            "a dataset RecBole can download. " + _dataset_help(config)
+        )
+    download_dataset(config, url)
+
+
 def check_atomic_files(config):
-    """Raise :class:`DataError` if the dataset's ``.inter`` file is missing or malformed."""
+    """Get the dataset (:func:`resolve_dataset`), then raise :class:`DataError` if its ``.inter``
+    file is missing or malformed."""
+    resolve_dataset(config)
     folder = config["data_path"]
     dataset = config["dataset"]
-    if not os.path.isdir(folder):
-        raise DataError(
-            f"dataset {dataset!r} not found: the folder {os.path.abspath(folder)} does not exist. "
-            + _dataset_help(config)
-        )
     if config["benchmark_filename"]:
         files = [os.path.join(folder, f"{dataset}.{part}.inter") for part in config["benchmark_filename"]]
     else:

@@ -185,8 +185,8 @@ class ADARec(SequentialRecommender):
         names no form; the released BCE with one negative is ``rec_loss: bce``).
     NOTE: Paper mode, L_expl = -mean entropy of softmax(controller logits), the released loss (an
         exploration bonus); no depth cost is added.
-    NOTE: Released mode follows the released code with its bugs fixed (prototypes initialised;
-        see the spec). Deviations: the experts share one optimiser and one early stopping on the
+    NOTE: Released mode follows the released code with its bugs fixed (its cluster prototypes
+        are initialised here). Deviations: the experts share one optimiser and one early stopping on the
         fused score (RecBole's trainer; Adam is per-parameter, so only the stopping changes); the
         controller is per window in sequence training (as released: it reads the whole input
         sequence); the two views are encoded once and serve both contrastive losses (the

@@ -69,7 +69,7 @@ class AsarRec(SequentialRecommender):
     is hard semi-doubly stochastic. View embeddings = M_st · E(slots), M_st = hard + soft − soft
     (straight-through), so the three objectives train the augmenter.
 
-    NOTE: The paper's body is not available (see the spec): the score function, the interleaved
+    NOTE: Only a summary of the paper is available: the score function, the interleaved
         frame, the greedy rounding, the budget as a number of edited rows, and all three loss
         formulas are this plugin's reading of the summary. Joint minimisation of all terms (no
         min-max); the fixed budget and the diversity term keep the views from collapsing to the
@@ -87,7 +87,7 @@ class AsarRec(SequentialRecommender):
     NOTE: InfoNCE is the shared ``layers.info_nce`` (NT-Xent, dot product, both directions, the
         other 2B − 2 views of the batch as negatives), CL4SRec's loss. In sequence mode each
         window is one sequence for the contrastive terms (its representation: the last position).
-    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the spec gives no value). Measured on
+    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the paper's summary gives no value). Measured on
         amazon-beauty (hidden 64, 12 epochs, clean data, valid NDCG@10): learned views 0.0419 at 0.1
         against 0.0492 at 0.01, the static CL4SRec baseline 0.0369 against 0.0489, SASRec 0.0480
         (benchmark sections ``asarrec-robustness-12-epochs-a``, ``asarrec-cl0.01-12-epochs``): at 0.1

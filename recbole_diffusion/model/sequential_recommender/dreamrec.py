@@ -108,12 +108,12 @@ class DreamRec(SequentialRecommender):
         Learned absolute position embeddings over ``MAX_ITEM_LIST_LENGTH`` positions, with
         RecBole's right padding (the authors pad to 10 with a padding id).
     NOTE: Initialisation: item, position and null embeddings ~ N(0, ``embedding_init_std``²), default
-        1.0 as the authors' N(0, 1) (a spec decision: the scale of x_0 against the unit-variance
+        1.0 as the authors' N(0, 1) (a choice the paper leaves open: the scale of x_0 against the unit-variance
         noise matters; RecBole's usual 0.02 makes every x_0 nearly zero next to the noise).
         Linear layers keep PyTorch's default initialisation, as in the authors' code. The padding
         row of the item table is zero and is never scored (RecBole masks item 0).
-    NOTE: Dropout is off at evaluation (the authors' code never calls ``eval()``; the spec calls
-        that a bug, not the method). Classifier-free guidance dropout is a training-time draw.
+    NOTE: Dropout is off at evaluation (the authors' code never calls ``eval()``; we take
+        that for a bug, not the method). Classifier-free guidance dropout is a training-time draw.
     NOTE: The step embedding is the shared :class:`~recbole_diffusion.diffusion.SinusoidalStepEmbedding`
         with the authors' MLP (sinusoid -> Linear(d, 2d) -> GELU -> Linear(2d, d)); its
         frequencies divide by d/2 where the authors divide by d/2 - 1 (see that module).
