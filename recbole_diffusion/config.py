@@ -21,7 +21,7 @@ import recbole
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_diffusion.errors import ConfigError
+from recbole_diffusion.errors import ConfigError, OptionChecks
 from recbole_diffusion.evaluation import sparse_user_thresholds
 from recbole_diffusion.utils import get_model, is_plugin_model, properties_dir
 
@@ -124,6 +124,27 @@ class Config(RecBoleConfig):
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
             check(self)
+        elif not self._plugin_model:
+            check_builtin_options(self)
+
+
+# A RecBole built-in's options that RecBole takes unchecked: a zero width trains a model of nothing,
+# a head count that does not divide the width ends in a traceback after the log file is opened.
+_BUILTIN_SIZES = ("hidden_size", "embedding_size", "inner_size", "n_layers", "n_heads")
+_BUILTIN_PROBABILITIES = ("dropout_prob", "hidden_dropout_prob", "attn_dropout_prob")
+
+
+def check_builtin_options(config):
+    """The checks of this plugin's models, on the same options of a RecBole built-in, where it has them."""
+    checks = OptionChecks(config)
+    present = [key for key in _BUILTIN_SIZES if checks.get(key) is not None]
+    for key in present:
+        checks.integer(key, 1)
+    if "n_heads" in present and "hidden_size" in present:
+        checks.transformer(dropouts=())
+    for key in _BUILTIN_PROBABILITIES:
+        if checks.get(key) is not None:
+            checks.number(key, 0.0, 1.0, high_open=True)
 
 
 def _is_recbole_file(file, subfolder):

@@ -49,6 +49,27 @@ class OptionChecks:
             raise ConfigError(f"{key}: must be True or False; got {self.get(key)!r}")
         return self.get(key)
 
+    def transformer(self, heads=("n_heads",), dropouts=("hidden_dropout_prob", "attn_dropout_prob")):
+        """A transformer encoder's shape: ``n_layers``, ``hidden_size``, ``inner_size`` (when set)
+        and each key of ``heads`` positive integers, each head count dividing ``hidden_size``; each
+        key of ``dropouts`` a probability in [0, 1)."""
+        self.integer("n_layers", 1)
+        hidden = self.integer("hidden_size", 1)
+        if self.get("inner_size") is not None:
+            self.integer("inner_size", 1)
+        for key in heads:
+            count = self.integer(key, 1)
+            if hidden % count:
+                raise ConfigError(f"{key}: must divide hidden_size ({hidden}); got {count}")
+        for key in dropouts:
+            self.number(key, 0.0, 1.0, high_open=True)
+
+    def no_negative_sampling(self, reason):
+        """``train_neg_sample_args`` off (None or distribution none); ``reason`` says why."""
+        negatives = self.get("train_neg_sample_args")
+        if negatives is not None and negatives.get("distribution", "none") != "none":
+            raise ConfigError(f"train_neg_sample_args: {reason}; set it to None (~)")
+
     def choice(self, key, allowed, note=None):
         if self.get(key) not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}{_note(note)}; got {self.get(key)!r}")

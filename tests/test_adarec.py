@@ -323,7 +323,7 @@ def test_scores_ignore_trailing_padding(tiny_data, mode):
         ({"cl_temperature": 0}, "cl_temperature"),
         ({"crop_ratio": 0.0}, "crop_ratio"),
         ({"mask_ratio": 1.5}, "mask_ratio"),
-        ({"n_heads": 3}, "hidden_size"),
+        ({"n_heads": 3}, "n_heads"),
         ({"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "train_neg_sample_args"),
     ],
 )

@@ -427,7 +427,7 @@ def test_ablation_switches_remove_the_embeddings(tiny_data, split):
         ("loss_history_size", 0, "loss_history_size"),
         ("importance_uniform_prob", 1.5, "importance_uniform_prob"),
         ("hidden_dropout_prob", 1.0, "hidden_dropout_prob"),
-        ("hidden_size", 15, "hidden_size"),
+        ("hidden_size", 15, "n_heads"),  # the head count must divide the width
         ("use_step_embedding", "yes", "use_step_embedding"),
         ("embedding_init_std", 0.0, "embedding_init_std"),
         ("embedding_init_std", -1.0, "embedding_init_std"),

@@ -28,7 +28,7 @@ import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.interaction import Interaction
 
-from recbole_diffusion.errors import ConfigError
+from recbole_diffusion.errors import OptionChecks
 
 
 def target_field(config):
@@ -90,13 +90,10 @@ class SequenceTrainDataLoader(AbstractDataLoader):
     """
 
     def __init__(self, config, dataset, sampler, shuffle=True):
-        neg = config["train_neg_sample_args"]
-        if neg is not None and neg.get("distribution", "none") != "none":
-            raise ConfigError(
-                "train_mode=sequence trains on every position with a full-softmax loss and does not "
-                "take negative samples: set train_neg_sample_args to None (loss_type: CE), or use "
-                "train_mode=prefix"
-            )
+        OptionChecks(config).no_negative_sampling(
+            "train_mode=sequence trains every position with a full-softmax loss (loss_type: CE) and takes no "
+            "negative samples (or use train_mode=prefix)"
+        )
         self.target_field = target_field(config)
         self.uid_field = dataset.uid_field
         self.item_list_field = dataset.item_id_list_field

@@ -329,20 +329,8 @@ class ADARec(SequentialRecommender):
         number("crop_ratio", 0.0, 1.0, low_open=True)
         number("mask_ratio", 0.0, 1.0)
         number("reorder_ratio", 0.0, 1.0)
-        integer("n_layers", 1)
-        heads = integer("n_heads", 1)
-        hidden = integer("hidden_size", 1)
-        if hidden % heads:
-            raise ConfigError(f"hidden_size: must be a multiple of n_heads ({heads}); got {hidden}")
-        integer("inner_size", 1)
-        number("hidden_dropout_prob", 0.0, 1.0, high_open=True)
-        number("attn_dropout_prob", 0.0, 1.0, high_open=True)
-        neg = get("train_neg_sample_args")
-        if neg is not None and neg.get("distribution", "none") != "none":
-            raise ConfigError(
-                "train_neg_sample_args: ADARec draws its own negatives (rec_loss: bce) or uses the full "
-                "softmax (ce); set train_neg_sample_args to None"
-            )
+        checks.transformer()
+        checks.no_negative_sampling("ADARec draws its own negatives (rec_loss: bce) or uses the full softmax (ce)")
 
     # ------------------------------------------------------------------ shared pieces
     def _targets(self, interaction):

@@ -201,13 +201,9 @@ class AsarRec(SequentialRecommender):
             "augmentation", AUGMENTATIONS,
             note="learned: AsarRec; static_cl4srec: crop/mask/reorder; static_coserec: + insert/substitute",
         )
-        for key in ("hidden_size", "n_layers", "n_heads", "inner_size", "n_candidates", "augmenter_heads", "sinkhorn_iterations"):
+        checks.transformer(heads=("n_heads", "augmenter_heads"), dropouts=("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob"))
+        for key in ("n_candidates", "sinkhorn_iterations"):
             integer(key, 1)
-        for key in ("n_heads", "augmenter_heads"):
-            if config["hidden_size"] % config[key]:
-                raise ConfigError(f"{key}: must divide hidden_size={config['hidden_size']}; got {config[key]}")
-        for key in ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob"):
-            number(key, 0.0, 1.0, high_open=True)
         for key in ("cl_weight", "diversity_weight", "ndcg_weight", "gumbel_scale"):
             number(key, 0.0)
         for key in ("cl_temperature", "sinkhorn_temperature", "ndcg_temperature", "candidate_temperature"):
@@ -222,9 +218,7 @@ class AsarRec(SequentialRecommender):
             raise ConfigError("crop_ratio: crop keeps max(1, ⌊crop_ratio·n⌋) items and needs a rate in (0, 1]; got 0")
         if config["loss_type"] != "CE":
             raise ConfigError(f"loss_type: AsarRec trains its backbone with the full-softmax CE; got {config['loss_type']!r}")
-        negatives = config["train_neg_sample_args"]
-        if negatives is not None and negatives.get("distribution", "none") != "none":
-            raise ConfigError("train_neg_sample_args: AsarRec trains without negative samples (full-softmax CE); set it to None (~)")
+        checks.no_negative_sampling("AsarRec trains without negative samples (full-softmax CE)")
 
     # ------------------------------------------------------------------ backbone
     def encode(self, item_seq, item_emb=None):

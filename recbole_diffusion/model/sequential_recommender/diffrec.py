@@ -401,15 +401,7 @@ class DiffRec(SequentialRecommender):
         integer("inference_seed", 0)
         for key in ("use_position_embedding", "use_step_embedding", "step_embedding_mlp", "tie_output_weights"):
             boolean(key)
-        integer("n_layers", 1)
-        heads = integer("n_heads", 1)
-        hidden = integer("hidden_size", 1)
-        if hidden % heads:
-            raise ConfigError(f"hidden_size: must be a multiple of n_heads ({heads}); got {hidden}")
-        if get("inner_size") is not None:
-            integer("inner_size", 1)
-        number("hidden_dropout_prob", 0.0, 1.0, high_open=True)
-        number("attn_dropout_prob", 0.0, 1.0, high_open=True)
+        checks.transformer()
         max_length = integer("MAX_ITEM_LIST_LENGTH", 2)
         noised = integer("noised_items", 1)
         if noised > max_length:
@@ -422,12 +414,7 @@ class DiffRec(SequentialRecommender):
                 f"noised_items: K = {noised} > 1 noises history items that differ per target, which "
                 "the two-stream sequence training cannot share; use train_mode=prefix for K > 1"
             )
-        neg = get("train_neg_sample_args")
-        if neg is not None and neg.get("distribution", "none") != "none":
-            raise ConfigError(
-                "train_neg_sample_args: DiffRec trains with a full softmax over items (L_Rec) and "
-                "takes no negative samples; set train_neg_sample_args to None"
-            )
+        checks.no_negative_sampling("DiffRec trains with a full softmax over items (L_Rec) and takes no negative samples")
 
     def _init_weights(self, module):
         """SASRec's initialisation (normal(0, initializer_range) weights, zero biases), except the

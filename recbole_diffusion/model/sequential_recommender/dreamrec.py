@@ -257,18 +257,8 @@ class DreamRec(SequentialRecommender):
             raise ConfigError(f"freeze_item_embedding: must be True or False; got {config['freeze_item_embedding']!r}")
         choice("denoiser", DENOISERS, note="mlp1: Linear(3d, d), the authors'; mlp2: Linear(3d, 2d) -> GELU -> Linear(2d, d)")
         number("embedding_init_std", 0.0, low_open=True, note="the authors' 1.0")
-        for key in ("hidden_size", "n_layers", "n_heads", "inner_size"):
-            integer(key, 1)
-        if config["hidden_size"] % config["n_heads"]:
-            raise ConfigError(f"n_heads: must divide hidden_size={config['hidden_size']}; got {config['n_heads']}")
-        for key in ("hidden_dropout_prob", "attn_dropout_prob"):
-            number(key, 0.0, 1.0, high_open=True)
-        negatives = config["train_neg_sample_args"]
-        if negatives is not None and negatives.get("distribution", "none") != "none":
-            raise ConfigError(
-                "train_neg_sample_args: DreamRec trains without negative samples (its loss is the "
-                "diffusion MSE on the target's embedding); set it to None (~)"
-            )
+        checks.transformer()
+        checks.no_negative_sampling("DreamRec trains without negative samples (its loss is the diffusion MSE on the target's embedding)")
 
     # ------------------------------------------------------------------ encoder
     def encode(self, item_seq):

@@ -312,7 +312,7 @@ class i2VAE(SequentialRecommender):
         checks = OptionChecks(config)
         for key in ("kl_weight", "denoise_weight", "cross_domain_weight", "disentangle_weight", "length_weight_a", "psg_reg_weight"):
             checks.number(key, 0.0)
-        checks.number("input_dropout_prob", 0.0, 1.0, high_open=True)
+        checks.transformer(heads=("n_heads", "n_cross_heads"), dropouts=("hidden_dropout_prob", "attn_dropout_prob", "input_dropout_prob"))
         checks.number("psg_learning_rate", 0.0, low_open=True)
         checks.choice(
             "posterior_scale", ("clamped", "authors"),
@@ -320,10 +320,8 @@ class i2VAE(SequentialRecommender):
         )
         for key in ("n_pseudo_items", "psg_epochs"):
             checks.integer(key, 0)
-        for key in ("psg_n_layers", "psg_embedding_size", "psg_batch_size", "n_cross_heads"):
+        for key in ("psg_n_layers", "psg_embedding_size", "psg_batch_size"):
             checks.integer(key, 1)
-        if config["hidden_size"] % config["n_cross_heads"]:
-            raise ConfigError(f"n_cross_heads: must divide hidden_size ({config['hidden_size']}); got {config['n_cross_heads']}")
 
     _init_weights = SASRec._init_weights  # RecBole's: normal(0, initializer_range), zero biases
 
