@@ -6,6 +6,23 @@ import sys
 from recbole_diffusion.compat import IncompatibleEnvironment
 from recbole_diffusion.errors import RecBoleDiffusionError
 from recbole_diffusion.quick_start import run
+from recbole_diffusion.utils import plugin_model_names
+
+
+EPILOG = """\
+models: this plugin's {plugin},
+  then every RecBole built-in (SASRec, GRU4Rec, BERT4Rec, Pop, ...).
+
+common options (any config key works as --key=value, as in RecBole):
+  --epochs=N --learning_rate=X --train_batch_size=N --hidden_size=N --seed=N
+  --train_mode=sequence     whole-sequence training (RecBole's SASRec, GRU4Rec, BERT4Rec; most of ours)
+  --stopping_step=N --eval_step=N --valid_metric=NDCG@10 --gpu_id=0 --use_gpu=False
+  --checkpoint_dir=DIR      where the best checkpoint goes (default saved/)
+
+examples:
+  run_recbole_diff.py --model=ADARec --dataset=ml-100k --epochs=5
+  run_recbole_diff.py --model=DiffRec --dataset=beauty --data_path=dataset --config_files=properties/dataset/amazon-beauty.yaml
+"""
 
 
 def parse_args(argv):
@@ -13,6 +30,8 @@ def parse_args(argv):
         prog="run_recbole_diff.py",
         description="Train and test a recbole-diffusion model or a RecBole built-in. "
         "Any further --key=value overrides a config option, as in RecBole.",
+        epilog=EPILOG.format(plugin=", ".join(plugin_model_names())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", "-m", default="SASRec", help="model name (plugin models first, then RecBole's)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k is embedded in RecBole)")
@@ -42,4 +61,8 @@ def main(argv=None):
         return 2
     print(f"best valid: {dict(result['best_valid_result'] or {})}")
     print(f"test result: {dict(result['test_result'] or {})}")
+    if result.get("saved_model_file"):
+        print(f"checkpoint: {result['saved_model_file']}")
+    if result.get("log_file"):
+        print(f"log: {result['log_file']}")
     return 0

@@ -18,6 +18,7 @@ cannot leak into a configuration.
 import os
 
 import recbole
+import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
@@ -62,12 +63,20 @@ class Config(RecBoleConfig):
         return dict()
 
     def _load_config_files(self, file_list):
-        try:
-            return super()._load_config_files(file_list)
-        except Exception as exc:  # yaml errors carry the line; name the file too
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"could not read config file {file_list}: {exc}") from None
+        loaded = {}
+        for path in file_list or []:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+            try:
+                values = yaml.load(text, Loader=self.yaml_loader)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: a config file holds `key: value` lines; this one holds a {type(values).__name__}")
+            loaded.update(values)
+        return loaded
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None and "model" not in self.external_config_dict:
@@ -145,6 +154,19 @@ def check_builtin_options(config):
     for key in _BUILTIN_PROBABILITIES:
         if checks.get(key) is not None:
             checks.number(key, 0.0, 1.0, high_open=True)
+
+
+def yaml_problem(exc):
+    """A YAML parse error in one line: where (1-based line and column) and what."""
+    def at(mark):
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, context, context_mark = (getattr(exc, name, None) for name in ("problem_mark", "context", "context_mark"))
+    text = f"{at(mark)}: " if mark is not None else ""
+    text += f"YAML syntax error: {getattr(exc, 'problem', None) or exc}"
+    if context:
+        text += f" ({context}" + (f" from {at(context_mark)})" if context_mark is not None else ")")
+    return text
 
 
 def _is_recbole_file(file, subfolder):

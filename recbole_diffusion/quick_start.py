@@ -7,6 +7,7 @@ today's numpy), and go through this plugin's name resolution and safe checkpoint
 
 import json
 import logging
+import os
 import sys
 from logging import getLogger
 
@@ -39,6 +40,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
 
     Returns a dict: ``model``, ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``, ``saved_model_file`` (None when ``saved`` is False),
+    ``log_file`` (RecBole's log of the run),
     ``epoch_seconds``, ``eval_seconds``, ``dataset_statistics`` (users, items and interactions
     after filtering); with ``return_trainer`` also ``trainer``.
     """
@@ -72,6 +74,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "log_file": next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None),
         "epoch_seconds": list(getattr(trainer, "epoch_seconds", [])),
         "eval_seconds": list(getattr(trainer, "eval_seconds", [])),
         # RecBole counts the padding id 0 among users and items
@@ -82,14 +85,18 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     return result
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=True):
+def objective_function(config_dict=None, config_file_list=None, saved=True, keep_checkpoint=False):
     """One trial of ``recbole.trainer.HyperTuning``: train, validate, test, quietly.
 
     Works for this plugin's models and RecBole's built-ins alike; the model and dataset come
-    from ``config_dict`` or the fixed config files, as in RecBole.
+    from ``config_dict`` or the fixed config files, as in RecBole. With ``saved`` the test is of
+    the best valid checkpoint, as in RecBole; that checkpoint is deleted after the test unless
+    ``keep_checkpoint`` (a search of many trials would otherwise leave one file per trial).
     """
     check_hyperopt()
     result = run(config_file_list=config_file_list, config_dict=config_dict, saved=saved, verbose=False)
+    if saved and not keep_checkpoint and result["saved_model_file"] and os.path.exists(result["saved_model_file"]):
+        os.remove(result["saved_model_file"])
     return {key: result[key] for key in ("model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
 
 

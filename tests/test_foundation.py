@@ -241,6 +241,9 @@ def test_hypertuning_two_point_grid(tiny_data, in_tmp_dir, tmp_path):
     tuner.run()
     assert len(tuner.params2result) == 2
     assert tuner.best_params["learning_rate"] in (0.01, 0.001)
+    # each trial tested its best checkpoint and then deleted it: a search leaves no file per trial
+    saved = os.path.join(cfg.get("checkpoint_dir", "saved"))
+    assert not os.path.isdir(saved) or not [f for f in os.listdir(saved) if f.endswith(".pth")]
     for algo in ("random", "bayes"):
         tuner = HyperTuning(objective_function, algo=algo, max_evals=1, params_file=str(params), fixed_config_file_list=[str(fixed)])
         tuner.run()
