@@ -100,20 +100,25 @@ def objective_function(config_dict=None, config_file_list=None, saved=True, keep
     return {key: result[key] for key in ("model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, data_path=None):
     """Restore a model trained by this plugin, with its data, for inference.
 
     The checkpoint is read with ``weights_only=True``; the configuration is rebuilt from the
-    JSON stored in it. Returns ``(config, model, dataset, train_data, valid_data, test_data)``,
-    with the model in eval mode.
+    JSON stored in it. The data is read from the folder the run read it from (stored absolute),
+    or from ``data_path`` (the folder holding ``<dataset>/``) when given, e.g. on another machine.
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)``, with the model in
+    eval mode.
     """
     checkpoint = load_checkpoint(model_file)
     stored = json.loads(checkpoint["config"])
     model_name, dataset_name = stored.pop("model"), stored.pop("dataset")
+    if data_path is not None:
+        stored["data_path"] = os.path.abspath(data_path)
     config = Config(model=model_name, dataset=dataset_name, config_dict=stored)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    # the data is checked before logging starts: a missing folder writes no empty log file
     dataset = create_dataset(config)
+    init_logger(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model = restore_model(config, train_data, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data

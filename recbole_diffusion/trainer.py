@@ -44,6 +44,9 @@ def config_to_json(config):
         plain[key] = value
     plain["model"] = config["model"]
     plain["dataset"] = config["dataset"]
+    # the folder the data was read from, absolute, so that the checkpoint loads from any working
+    # directory (RecBole's data_path is <data_path>/<dataset> once the config is built)
+    plain["data_path"] = os.path.dirname(os.path.abspath(config["data_path"]))
     return json.dumps(plain, sort_keys=True)
 
 

@@ -196,6 +196,36 @@ def test_checkpoint_is_weights_only_and_restores_the_model(tiny_data, in_tmp_dir
     assert trainer.evaluate(test_data, load_best_model=False) == result["test_result"]
 
 
+def test_checkpoint_loads_from_another_folder_and_with_moved_data(tiny_data, in_tmp_dir, tmp_path, monkeypatch):
+    """A run given a relative data folder stores it absolute, so the checkpoint loads from any
+    working directory; ``data_path`` points it at data that moved; missing data is one error and
+    writes no log file."""
+    import shutil
+
+    from recbole_diffusion.errors import DataError
+    from recbole_diffusion.quick_start import load_data_and_model, run
+
+    data_path, name = tiny_data
+    work = tmp_path / "work"
+    shutil.copytree(data_path, work / "data")
+    monkeypatch.chdir(work)
+    config = {**tiny_config(tiny_data, train_mode="sequence", epochs=1), "data_path": "data"}
+    path = os.path.abspath(run(model="SASRec", config_dict=config, verbose=False)["saved_model_file"])
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_data_and_model(path)[2].dataset_name == name
+    shutil.move(str(work / "data"), str(tmp_path / "moved"))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    monkeypatch.chdir(fresh)
+    with pytest.raises(DataError, match="not found"):
+        load_data_and_model(path)
+    assert os.listdir(fresh) == []  # no log file for a load that did not start
+    assert load_data_and_model(path, data_path=str(tmp_path / "moved"))[2].dataset_name == name
+
+
 def test_resume_from_checkpoint_continues_training(tiny_data, in_tmp_dir):
     from recbole_diffusion.quick_start import build_model, run
     from recbole_diffusion.config import Config
