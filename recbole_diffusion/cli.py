@@ -37,6 +37,10 @@ def parse_args(argv):
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k is embedded in RecBole)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML config files")
     parser.add_argument("--data_path", default=None, help="folder that holds <dataset>/<dataset>.inter")
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="PATH",
+        help="resume an interrupted run from its checkpoint (saved/<file>.pth), with the same options",
+    )
     args, unknown = parser.parse_known_args(argv)
     overrides = {}
     for arg in unknown:
@@ -49,13 +53,13 @@ def parse_args(argv):
     if args.data_path is not None:
         overrides["data_path"] = args.data_path
     files = args.config_files.split() if args.config_files else None
-    return args.model, args.dataset, files, overrides
+    return args.model, args.dataset, files, overrides, args.checkpoint
 
 
 def main(argv=None):
-    model, dataset, files, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    model, dataset, files, overrides, checkpoint = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides)
+        result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides, resume_file=checkpoint)
     except (RecBoleDiffusionError, IncompatibleEnvironment, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

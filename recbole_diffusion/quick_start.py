@@ -15,6 +15,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_diffusion.compat import check_hyperopt, load_checkpoint
 from recbole_diffusion.config import Config
+from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
 
 
@@ -35,8 +36,12 @@ def restore_model(config, train_data, checkpoint):
     return model
 
 
-def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False):
+def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False, resume_file=None):
     """Train ``model`` on ``dataset`` with early stopping on the valid split, then test.
+
+    ``resume_file``: a checkpoint of an interrupted run with the same settings (``epochs`` may be
+    larger); training goes on after its epoch, with its weights, optimizer, early-stopping counters
+    and random streams, so it ends where the uninterrupted run would have.
 
     Returns a dict: ``model``, ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``, ``saved_model_file`` (None when ``saved`` is False),
@@ -60,6 +65,10 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     model = build_model(config, train_data)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if resume_file is not None:
+        if not os.path.isfile(resume_file):
+            raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
+        trainer.resume_checkpoint(resume_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
     )

@@ -13,8 +13,10 @@ plain one used by this plugin's models. A model that needs its own loop gets a
 
 import json
 import os
+import random
 from time import perf_counter
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
@@ -48,6 +50,41 @@ def config_to_json(config):
     # directory (RecBole's data_path is <data_path>/<dataset> once the config is built)
     plain["data_path"] = os.path.dirname(os.path.abspath(config["data_path"]))
     return json.dumps(plain, sort_keys=True)
+
+
+def random_state(train_data):
+    """Every random stream a training epoch draws from, as plain data: torch's (CPU and CUDA),
+    numpy's and Python's global generators, and the train loader's own (RecBole's torch
+    generator of the shuffle; the whole-sequence loader's, which plans an epoch ahead)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps([np_state[0], np_state[1].tolist(), *np_state[2:]]),
+        "python": json.dumps(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(train_data, "generator", None)
+    if isinstance(generator, torch.Generator):
+        state["loader_generator"] = generator.get_state()
+    if hasattr(train_data, "random_state"):  # the whole-sequence loader's own stream
+        state["loader"] = train_data.random_state()
+    return state
+
+
+def restore_random_state(state, train_data):
+    """Put back what :func:`random_state` recorded."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = json.loads(state["numpy"])
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "loader_generator" in state:
+        train_data.generator.set_state(state["loader_generator"])
+    if "loader" in state:
+        train_data.set_random_state(state["loader"])
 
 
 def atomic_torch_save(obj, path):
@@ -86,6 +123,19 @@ class SafeCheckpointMixin:
             # RecBole's collector plus each row's user and target rank (a topk per batch more)
             self.eval_collector = GroupCollector(config)
 
+    def fit(self, train_data, valid_data=None, *args, **kwargs):
+        # a resumed run draws the random numbers the interrupted one would have drawn next
+        self._train_data = train_data
+        if getattr(self, "_resumed_random_state", None) is not None:
+            restore_random_state(self._resumed_random_state, train_data)
+            self._resumed_random_state = None
+        return super().fit(train_data, valid_data, *args, **kwargs)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self._last_valid_result = valid_result
+        return valid_score, valid_result
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = perf_counter()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
@@ -99,6 +149,9 @@ class SafeCheckpointMixin:
             "epoch": int(epoch),
             "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
+            # RecBole saves before it records the new best result: the result of the valid epoch just run
+            "best_valid_result": json.dumps({k: float(v) for k, v in (getattr(self, "_last_valid_result", None) or {}).items()}),
+            "random_state": random_state(getattr(self, "_train_data", None)),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
@@ -123,6 +176,9 @@ class SafeCheckpointMixin:
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint.get("best_valid_result"):
+            self.best_valid_result = json.loads(checkpoint["best_valid_result"]) or None
+        self._resumed_random_state = checkpoint.get("random_state")
         saved_model = json.loads(checkpoint["config"])["model"]
         if saved_model.lower() != self.config["model"].lower():
             self.logger.warning(f"checkpoint {resume_file} was trained as {saved_model}, not {self.config['model']}")

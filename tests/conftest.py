@@ -39,6 +39,18 @@ def tiny_data(tmp_path_factory):
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test reaches the network: a download attempt fails at once (tests/test_download.py stubs
+    the same function with its own answers)."""
+    import urllib.error
+
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError(f"tests have no network (asked for {url})")
+
+    monkeypatch.setattr("urllib.request.urlopen", refuse)
+
+
 @pytest.fixture
 def one_thread():
     """Tensors this small train several times faster on one thread (and the CI machine is shared)."""

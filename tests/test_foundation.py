@@ -139,7 +139,7 @@ def test_bad_input_is_one_paragraph_and_exit_2(args, expected, tmp_path):
 
 
 def test_missing_dataset_error_says_where_and_how(tmp_path):
-    out = run_cli(["--model=SASRec", "--dataset=amazon-beauty", f"--data_path={tmp_path}"], cwd=tmp_path)
+    out = run_cli(["--model=SASRec", "--dataset=no-such-dataset", f"--data_path={tmp_path}"], cwd=tmp_path)
     assert out.returncode == 2
     assert str(tmp_path) in out.stderr and "dataset/README.md" in out.stderr and "--data_path" in out.stderr
 

@@ -23,6 +23,8 @@ Batch layout (an ``Interaction``): ``item_id_list`` [B, L_b] right-padded with 0
 padding), and ``user_id`` [B].
 """
 
+import json
+
 import numpy as np
 import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
@@ -106,7 +108,21 @@ class SequenceTrainDataLoader(AbstractDataLoader):
         self.sample_size = len(self.win_targets)
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self._rng = np.random.default_rng(config["seed"])
+        self._plan_next_epoch()
+
+    def _plan_next_epoch(self):
+        # the generator's state before the plan is what random_state() hands to a checkpoint
+        self._plan_state = self._rng.bit_generator.state
         self._epoch_batches = self._plan_batches()
+
+    def random_state(self):
+        """The loader's random stream as plain data, from before the next epoch's plan was drawn."""
+        return json.dumps(self._plan_state)
+
+    def set_random_state(self, state):
+        """Put back :meth:`random_state`'s stream and draw the next epoch's plan from it again."""
+        self._rng.bit_generator.state = json.loads(state)
+        self._plan_next_epoch()
 
     def _init_batch_size_and_step(self):
         self.step = self.config["train_batch_size"]
@@ -140,7 +156,8 @@ class SequenceTrainDataLoader(AbstractDataLoader):
 
     def __iter__(self):
         # plan the next epoch now, so an interrupted epoch cannot leave the loader empty
-        batches, self._epoch_batches = self._epoch_batches, self._plan_batches()
+        batches = self._epoch_batches
+        self._plan_next_epoch()
         for batch in batches:
             yield self.collate_fn(batch)
 
