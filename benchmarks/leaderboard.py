@@ -744,6 +744,8 @@ def main(argv=None):
                 print(f"[{done}/{total}] {entry['label']} seed {seed}: not stored for this code (not run: --fingerprint_stored)", flush=True)
                 continue
             print(f"[{done}/{total}] {entry['label']} seed {seed}: running", flush=True)
+            # the fingerprint of the code this run starts with (the tree may change while it trains)
+            fingerprint = current_fingerprint()
             job_entry = {
                 "label": entry["label"], "model": entry["model"], "dataset": entry["dataset"],
                 "overrides": settings["overrides"],
@@ -767,7 +769,7 @@ def main(argv=None):
                 record.pop(private, None)
             record.update(
                 seed=seed, settings_key=key, code_hash=code, machine=machine, finished=bench.now_utc(),
-                fingerprint=current_fingerprint() if record["status"] == "ok" else None,
+                fingerprint=fingerprint if record["status"] == "ok" else None,
                 data_path=bench.shown_data_path(args.data_path) if args.data_path else None,
             )
             bench.atomic_write(path, json.dumps(record, indent=1, default=str) + "\n")
