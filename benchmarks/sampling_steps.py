@@ -454,7 +454,7 @@ def write_section(state, results_dir):
     body = render_section(state)
     os.makedirs(results_dir, exist_ok=True)
     with bench.locked(results_dir):
-        bench.atomic_write(json_path, json.dumps(state, indent=1, default=str) + "\n")
+        bench.atomic_write(json_path, json.dumps(bench.repo_relative(state), indent=1, default=str) + "\n")
         text = bench.read_proc(md_path) if os.path.exists(md_path) else bench.FILE_HEADER.format(dataset=state["results_name"])
         bench.atomic_write(md_path, bench.replace_section(text, state["section"], body))
     return md_path, json_path

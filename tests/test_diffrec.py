@@ -203,7 +203,7 @@ def test_full_history_drops_the_oldest_item(built):
 
 # ----------------------------------------------------------------------------- importance sampling
 def test_sampler_is_uniform_until_every_step_has_a_full_history():
-    from recbole_diffusion.model.sequential_recommender.diffrec import StepImportanceSampler
+    from recbole_diffusion.diffusion import StepImportanceSampler
 
     sampler = StepImportanceSampler(4, history_size=3, uniform_prob=0.0)
     uniform = torch.full((4,), 0.25, dtype=torch.float64)
@@ -219,7 +219,7 @@ def test_sampler_is_uniform_until_every_step_has_a_full_history():
 
 
 def test_sampler_probabilities_follow_root_mean_square_of_the_history():
-    from recbole_diffusion.model.sequential_recommender.diffrec import StepImportanceSampler
+    from recbole_diffusion.diffusion import StepImportanceSampler
 
     history = {0: [1.0, 1.0], 1: [3.0, 4.0], 2: [0.0, 2.0], 3: [10.0, 0.5]}
     sampler = StepImportanceSampler(4, history_size=2, uniform_prob=0.0)
@@ -241,7 +241,7 @@ def test_sampler_probabilities_follow_root_mean_square_of_the_history():
 
 
 def test_sampler_keeps_only_the_latest_values_per_step():
-    from recbole_diffusion.model.sequential_recommender.diffrec import StepImportanceSampler
+    from recbole_diffusion.diffusion import StepImportanceSampler
 
     sampler = StepImportanceSampler(3, history_size=2, uniform_prob=0.0)
     sampler.record(torch.tensor([0, 1, 0, 0]), torch.tensor([1.0, 5.0, 2.0, 3.0]))  # step 0 overflows
@@ -275,7 +275,7 @@ def test_loss_history_is_model_state_and_survives_save_and_load(tiny_data, split
 def _ddp_worker(rank, world, init_file, queue):
     import torch.distributed as dist
 
-    from recbole_diffusion.model.sequential_recommender.diffrec import StepImportanceSampler
+    from recbole_diffusion.diffusion import StepImportanceSampler
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     sampler = StepImportanceSampler(5, history_size=3)

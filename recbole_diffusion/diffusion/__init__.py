@@ -1,4 +1,5 @@
-"""The diffusion math shared by the plugin's models: schedules, Gaussian diffusion, step embeddings.
+"""The diffusion math shared by the plugin's models: schedules, Gaussian diffusion, step embeddings,
+and the drawing of training steps.
 
 Step indices are 0-based everywhere (index t = diffusion step t + 1); see
 :mod:`recbole_diffusion.diffusion.gaussian`.
@@ -15,13 +16,16 @@ from recbole_diffusion.diffusion.schedules import (
     betas_from_alphas_cumprod,
     make_betas,
 )
+from recbole_diffusion.diffusion.timesteps import StepImportanceSampler, uniform_steps
 
 __all__ = [
     "SCHEDULES",
     "GaussianDiffusion",
     "SinusoidalStepEmbedding",
+    "StepImportanceSampler",
     "alphas_cumprod_from_betas",
     "betas_from_alphas_cumprod",
     "make_betas",
     "sinusoidal_step_embedding",
+    "uniform_steps",
 ]

@@ -30,7 +30,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, make_betas, uniform_steps
 from recbole_diffusion.layers import (
     SoftmaxGate,
     causal_padding_mask,
@@ -476,7 +476,7 @@ class ADARec(SequentialRecommender):
         terms = {"rec": self._rec_loss(output, targets[valid], None if negatives is None else negatives[valid], weight)}
         if self.use_denoiser and self.loss_weights["deno"] > 0:
             x0 = h.detach()
-            t = torch.randint(0, self.max_depth, (x0.shape[0],), device=x0.device)
+            t = uniform_steps(self.max_depth, x0.shape[0], x0.device)
             x_t = self.diffusion.q_sample(x0, t, noise=torch.randn_like(x0))
             terms["deno"] = (self.denoise(x_t, t) - x0).pow(2).sum(-1).mean()
         if logits is not None and self.loss_weights["expl"] > 0:

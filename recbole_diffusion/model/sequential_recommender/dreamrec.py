@@ -25,7 +25,7 @@ from torch import nn
 
 from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, uniform_steps
 from recbole_diffusion.layers import full_softmax_ce
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -301,7 +301,7 @@ class DreamRec(SequentialRecommender):
     def draw_training_noise(self, n_targets, device):
         """Per-target draws of Algorithm 1: step index t ~ U{0..T-1}, ε ~ N(0, I), and whether the
         guidance is dropped (probability p_u). Returns ``(t [N], noise [N, d], drop [N] bool)``."""
-        t = torch.randint(0, self.n_diffusion_steps, (n_targets,), device=device)
+        t = uniform_steps(self.n_diffusion_steps, n_targets, device)
         noise = torch.randn(n_targets, self.hidden_size, device=device)
         drop = torch.rand(n_targets, device=device) < self.unconditional_prob
         return t, noise, drop
