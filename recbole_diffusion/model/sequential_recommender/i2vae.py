@@ -127,8 +127,8 @@ def masked_mean(states, mask):
 
 
 class i2VAE(SequentialRecommender):
-    r"""i²VAE: a VAE over two domains' sequences with pseudo-sequence augmentation and three
-    variational regularizers.
+    r"""i²VAE (Ning et al.): a VAE over two domains' sequences with pseudo-sequence augmentation and
+    three variational regularizers, for cold-start and long-tailed users.
 
     For a sample whose target is in domain d (the other domain is e):
     z^d ~ q_d(z | own sequence), z_a^d ~ q_d(z | own sequence interleaved with LightGCN
@@ -137,60 +137,20 @@ class i2VAE(SequentialRecommender):
     in d) at evaluation. The user vector W_d[dec(z^d); dec_t(z_t); dec(z_a^d)] scores d's items.
     Loss per sample: recommendation CE + β·(KL(q(z^d)‖p_d) + KL(q(z_a^d)‖p_d) + KL(q(z_t)‖p_t))
     + λ_a·w(len)·KL(q(z_a^d)‖q(z^d)) [denoising] + λ_c·KL(q(z_t | d, e)‖r(z_t | e)) [cross-domain]
-    + λ_d·L_dis [disentangling].
+    + λ_d·L_dis [disentangling]. Design and measurements: ``docs/models/i2VAE.md``.
 
-    NOTE: the disentangling regularizer −I(Z^d; Z_t) is explicit here, by the paper's decomposition:
-    maximise I(X; Z^d, Z_t) (bounded by the reconstruction of the target from (z^d, z_t) alone, a
-    second head W'_d[dec(z^d); dec_t(z_t)]), minimise I(X; Z^d) (KL(q(z^d)‖p_d)) and I(X; Z_t | Y)
-    (KL(q(z_t | d, e)‖r(z_t | e))): L_dis = CE(head') + KL(q(z^d)‖p_d) + KL(q(z_t)‖r). The authors'
-    code has no such term (their only coupling is through the other terms).
-
-    NOTE: items are scored by the dot product with the item embedding and trained with
-    cross-entropy over the target domain's items (the evaluation is full ranking over them); the
-    authors score with σ(MLP([u; e_i])) and train BCE with one sampled negative.
-
-    NOTE: ``posterior_scale`` picks how the Gaussian heads' scale output r becomes σ.
-    ``clamped`` (default): log σ² = r clamped to [-10, 10], N(0, I) priors. ``authors`` (their code,
-    from CDRIB): σ = exp(0.1 + 0.9·softplus(min(r, 0.4))) ∈ [1.105, 2.51]
-    (``layers.bounded_log_variance``), and priors through the same map: q(z^d) and q(z_a^d) get a
-    learnable N(μ_p, σ(r_p)) per domain (two scalars, init 0 and 1; as in their code r_p = 1 > 0.4
-    gets no gradient through the clamp, so σ_p stays ≈ 2.51 and only μ_p learns), q(z_t) gets
-    N(0, σ(1)). Its floor keeps every KL between two posteriors (denoising, cross-domain) bounded
-    by its mean term, where a narrow q(z^d) under ``clamped`` could multiply it by up to e^10. The
-    default stays ``clamped`` because nothing got narrow in practice: on cloth-sport (hidden 32,
-    1 epoch) log σ² stayed within ±0.03 and every KL below 0.002 (the logged "train loss 1278" is
-    RecBole's sum over 139 batches of ≈ 9.2, the CE over ≈ 12k items), while ``authors`` gave a
-    lower 1-epoch test HR@10 on cloth (0.0023 vs 0.0036; sport 0.0047 both; ``run_recbole_diff.py
-    --dataset=cloth-sport --epochs=1 --hidden_size=32 --inner_size=32 --psg_epochs=5``). Under
-    both, the latents were still at their prior after that epoch (user vectors nearly equal).
-
-    NOTE: ``kl_weight`` (β) defaults to 0.001, not the authors' 1 (the paper's summary lists λ_a
-    and λ_c but not β), because β = 1 collapses the posterior. Measured on cloth-sport (hidden 64): at the first step the KL terms send a gradient about 500 times larger than the CE
-    into the domain-specific Gaussian head; within 20 steps |μ| falls from 0.05 to 0.008 with σ at
-    1.0, and after ~4 epochs the user vectors differ across users by 1e-4 (norm 3-4): every user
-    gets the same, popularity-like ranking (valid NDCG@10 stays ≈ 0.005). β = 0.1 still collapses
-    (benchmark section ``cross-domain-8-epochs``); β = 0.01 or 0 escapes (|μ| ≈ 0.5-1.5, user
-    vectors spread). The authors' Xavier init or ``posterior_scale: authors`` do not prevent it. KL
-    annealing or free bits, the usual remedies, are not part of the paper and are not offered. After
-    20 epochs on cloth-sport (hidden 64), valid NDCG@10 was 0.0152 / 0.0178 / 0.0179 at β = 0.01 /
-    0.001 / 0 (benchmark sections ``i2vae-kl0.01-20-epochs``, ``i2vae-kl-grid-20-epochs``): 0.001 is
-    the default as the best β that keeps the KL to the priors (β = 0 ties it and drops the VAE's
-    prior term). ``kl_weight: 1`` runs the authors' setting; ``hyper/i2VAE.hyper`` searches 0 to
-    0.01.
-
-    NOTE: the domain encoders are RecBole's TransformerEncoder with position embeddings and a
-    causal padding mask, mean-pooled over real positions (the authors: no position embedding,
-    no padding mask, mean over padding too). The cross-attention takes queries from d's states and
-    keys and values from e's (the authors take values from the query side, which needs equal
-    lengths); it is followed by LayerNorm and a mean over d's real positions, and is zero when e is
-    empty.
-
-    NOTE: the pseudo-sequence generator is RecBole's LightGCN fitted on the training interactions
-    of the split (never a valid or test item), with its own few epochs (``psg_*``); pseudo-items
-    exclude the user's training items; users without training interactions get none (the authors'
-    code scores them with never-trained embeddings). The augmented sequence interleaves
-    r1, p1, r2, p2, … (real items oldest first, padding removed). The authors' decoder bug (domain
-    X's augmented branch decodes z^x) and their discriminator term are not reproduced.
+    NOTE: the disentangling term is explicit, by the paper's decomposition of −I(Z^d; Z_t):
+        L_dis = CE(W'_d[dec(z^d); dec_t(z_t)]) + KL(q(z^d)‖p_d) + KL(q(z_t)‖r); the authors' code has none.
+    NOTE: items are scored by a dot product and trained with CE over the target domain's items
+        (the authors: σ(MLP([u; e_i])) and BCE with one sampled negative).
+    NOTE: ``posterior_scale: clamped`` (default) clamps log σ² to [-10, 10] with N(0, I) priors;
+        ``authors`` is their bounded σ and learnable priors (the doc says why the default stays).
+    NOTE: ``kl_weight`` (β) defaults to 0.001, not the authors' 1: β = 1 and 0.1 collapse the
+        posterior (every user the same ranking); 0.001 was best on valid of those that keep the prior.
+    NOTE: domain encoders are RecBole's TransformerEncoder with positions and a padding mask,
+        mean-pooled over real positions; the cross-attention takes keys and values from e.
+    NOTE: the pseudo-sequence generator is a LightGCN fitted on the training interactions only,
+        before the first epoch (i2VAETrainer); its items exclude the user's training items.
     """
 
     input_type = InputType.POINTWISE
