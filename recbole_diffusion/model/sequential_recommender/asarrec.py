@@ -87,11 +87,8 @@ class AsarRec(SequentialRecommender):
     NOTE: InfoNCE is the shared ``layers.info_nce`` (NT-Xent, dot product, both directions, the
         other 2B − 2 views of the batch as negatives), CL4SRec's loss. In sequence mode each
         window is one sequence for the contrastive terms (its representation: the last position).
-    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the paper's summary gives no value). Measured on
-        amazon-beauty (hidden 64, 12 epochs, clean data, valid NDCG@10): learned views 0.0419 at 0.1
-        against 0.0492 at 0.01, the static CL4SRec baseline 0.0369 against 0.0489, SASRec 0.0480
-        (benchmark sections ``asarrec-robustness-12-epochs-a``, ``asarrec-cl0.01-12-epochs``): at 0.1
-        the InfoNCE term slows the recommendation loss. ``hyper/AsarRec.hyper`` searches 0.01-0.5.
+    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the paper's summary gives no value):
+        at 0.1 the InfoNCE term slowed the recommendation loss on amazon-beauty (``docs/models/AsarRec.md``).
     NOTE: Soft NDCG: rank = 1 + Σ_{i ≠ target} sigmoid((score_i − score_target)/``ndcg_temperature``)
         over all items, NDCG = 1/log₂(1 + rank); the threshold is ε·NDCG of the original sequence
         (ε = ``ndcg_threshold``, the original's value detached).
