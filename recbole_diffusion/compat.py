@@ -144,6 +144,75 @@ def load_checkpoint(path, map_location="cpu"):
         ) from None
 
 
+PLUGIN_CHECKPOINT_FORMAT = "recbole-diffusion/"
+
+
+def _guard_recbole_loader(module):
+    """Make ``recbole.quick_start``'s ``load_data_and_model`` refuse this plugin's checkpoints with
+    a message naming ours: RecBole's reads them as its own and dies on the JSON config with a bare
+    ``TypeError``. RecBole's own checkpoints go to RecBole's loader as before."""
+    import torch
+
+    inner = getattr(module, "quick_start", None)
+    original = getattr(module, "load_data_and_model", None)
+    if original is None or getattr(original, "_recbole_diffusion_guard", False):
+        return
+
+    def load_data_and_model(model_file, *args, **kwargs):
+        try:
+            checkpoint = torch.load(model_file, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 -- not ours (e.g. RecBole's pickled checkpoint): RecBole decides
+            checkpoint = None
+        if isinstance(checkpoint, dict) and str(checkpoint.get("format", "")).startswith(PLUGIN_CHECKPOINT_FORMAT):
+            raise ValueError(
+                f"{model_file} is a recbole-diffusion checkpoint: open it with "
+                "recbole_diffusion.quick_start.load_data_and_model, not RecBole's"
+            )
+        return original(model_file, *args, **kwargs)
+
+    load_data_and_model._recbole_diffusion_guard = True
+    module.load_data_and_model = load_data_and_model
+    if inner is not None and hasattr(inner, "load_data_and_model"):
+        inner.load_data_and_model = load_data_and_model
+
+
+class _RecBoleQuickStartHook:
+    """Applies :func:`_guard_recbole_loader` when ``recbole.quick_start`` is imported after us."""
+
+    name = "recbole.quick_start"
+
+    def find_spec(self, fullname, path, target=None):
+        import importlib.util
+        import sys
+
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_guard(module):
+            exec_module(module)
+            _guard_recbole_loader(module)
+
+        spec.loader.exec_module = exec_then_guard
+        return spec
+
+
+def _install_recbole_loader_guard():
+    import sys
+
+    if "recbole.quick_start" in sys.modules:
+        _guard_recbole_loader(sys.modules["recbole.quick_start"])
+    elif not any(isinstance(finder, _RecBoleQuickStartHook) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RecBoleQuickStartHook())
+
+
 def apply():
     """Apply every workaround; idempotent."""
     check_versions()
@@ -151,3 +220,4 @@ def apply():
     _patch_scipy()
     _quiet_known_warnings()
     _undo_sine_anomaly_mode()
+    _install_recbole_loader_guard()

@@ -309,3 +309,19 @@ def test_runner_reports_an_incompatible_stack_in_one_paragraph(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.startswith("error: pandas 3.0.0 is installed") and "Traceback" not in out.stderr
+
+
+def test_recboles_loader_names_ours_for_a_plugin_checkpoint(tiny_data, in_tmp_dir):
+    """RecBole's load_data_and_model, given one of our checkpoints, says to use ours (it would die
+    on the JSON config with a bare TypeError)."""
+    from recbole_diffusion.quick_start import run
+
+    path = run(model="SASRec", config_dict=tiny_config(tiny_data, train_mode="sequence", epochs=1), verbose=False)["saved_model_file"]
+    probe = (
+        "import recbole_diffusion\n"
+        "from recbole.quick_start import load_data_and_model\n"
+        f"load_data_and_model({os.path.abspath(path)!r})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "is a recbole-diffusion checkpoint: open it with recbole_diffusion.quick_start.load_data_and_model" in out.stderr
