@@ -304,13 +304,8 @@ def build_figure(curve, args, data):
 
 def save_png(figure, path):
     """Save through a temporary file in the same folder and ``os.replace``: never half a PNG."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    with bench.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ============================================================================ main

@@ -572,10 +572,9 @@ def chart(board, path, domain=None):
     ax.set_ylabel("test NDCG@10 (mean ± std over seeds)")
     ax.set_title(f"{board.dataset}" + (f", {domain}" if domain else ""))
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with bench.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return True
 
 

@@ -24,9 +24,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from importlib import metadata
+
+from recbole_diffusion.files import atomic_path
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "benchmarks", "worker.py")
@@ -673,18 +674,12 @@ def locked(folder):
 
 
 def atomic_write(path, text):
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    """Write ``text`` to ``path`` through the package's atomic rename (never half a file)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def repo_relative(value):

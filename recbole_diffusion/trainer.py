@@ -22,6 +22,7 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
+from recbole_diffusion.files import atomic_path
 from recbole_diffusion.evaluation import (
     CrossDomainCollector,
     GroupCollector,
@@ -89,13 +90,8 @@ def restore_random_state(state, train_data):
 
 def atomic_torch_save(obj, path):
     """``torch.save`` through a temporary file in the same folder, then an atomic rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class SafeCheckpointMixin:

@@ -35,9 +35,10 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
+
+from recbole_diffusion.files import atomic_path
 
 FORMATS = ("seq", "amazon-csv")
 
@@ -307,12 +308,6 @@ def _check_options(fmt, opts):
     return k_core, min_rating, bool(opts.get("overwrite", False))
 
 
-def _current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _write_atomically(lines, target_dir, target_path):
     """Write ``lines`` to ``target_path``; on failure remove the file and new folders."""
     created = []
@@ -320,21 +315,13 @@ def _write_atomically(lines, target_dir, target_path):
     while not os.path.exists(folder):
         created.append(folder)
         folder = os.path.dirname(folder)
-    temp_path = None
     try:
         os.makedirs(target_dir, exist_ok=True)
-        handle, temp_path = tempfile.mkstemp(
-            prefix="." + os.path.basename(target_path) + ".", suffix=".tmp", dir=target_dir
-        )
-        # RecBole strips the header's last character as the line break, so always "\n".
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.writelines(lines)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(temp_path, 0o666 & ~_current_umask())
-        os.replace(temp_path, target_path)
+        with atomic_path(target_path) as temp_path:
+            # RecBole strips the header's last character as the line break, so always "\n".
+            with open(temp_path, "w", encoding="utf-8", newline="\n") as out:
+                out.writelines(lines)
     except BaseException as error:
-        if temp_path is not None and os.path.exists(temp_path):
-            os.unlink(temp_path)
         for folder in created:  # innermost first
             try:
                 os.rmdir(folder)
