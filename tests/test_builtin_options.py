@@ -29,3 +29,11 @@ def test_a_possible_builtin_option_is_accepted(tiny_data):
     data_path, name = tiny_data
     config = Config(model="SASRec", dataset=name, config_dict={"data_path": data_path, "n_heads": 4, "hidden_size": 64})
     assert config["n_heads"] == 4
+
+
+@pytest.mark.parametrize("option", ["--nproc=2", "--world_size=4"])
+def test_distributed_options_are_refused_not_ignored(tmp_path, monkeypatch, capsys, option):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--model=SASRec", "--dataset=ml-100k", option]) == 2
+    assert "distributed training (RecBole's --nproc / --world_size) is not supported" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
