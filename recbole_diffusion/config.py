@@ -22,6 +22,8 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+from recbole_diffusion.data.cross_domain import cross_domain_options
+from recbole_diffusion.data.noise import train_noise_ratio
 from recbole_diffusion.errors import ConfigError, OptionChecks
 from recbole_diffusion.evaluation import sparse_user_thresholds
 from recbole_diffusion.utils import get_model, is_plugin_model, properties_dir
@@ -45,6 +47,10 @@ _CORE_OPTIONS = [
 
 class Config(RecBoleConfig):
     """RecBole configuration with this plugin's names and YAML first.
+
+    ``plugin_options`` holds the plugin's feature options, parsed and checked once:
+    ``sparse_users`` (a sorted list of thresholds), ``train_noise_ratio`` (a float) and
+    ``cross_domain`` (the dict of ``data.cross_domain.cross_domain_options``, or None).
 
     Args are RecBole's: ``model`` (name or class), ``dataset``, ``config_file_list``,
     ``config_dict``. Every plugin model may define a ``check_config(config)`` classmethod;
@@ -137,7 +143,13 @@ class Config(RecBoleConfig):
             )
         if mode == "sequence" and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("train_mode=sequence is only for sequential models")
-        if sparse_user_thresholds(self) and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        # the feature options, parsed and checked once here; everything else reads plugin_options
+        self.plugin_options = {
+            "sparse_users": sparse_user_thresholds(self),
+            "train_noise_ratio": train_noise_ratio(self),
+            "cross_domain": cross_domain_options(self),
+        }
+        if self.plugin_options["sparse_users"] and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
         check = getattr(self.model_class, "check_config", None)
         if check is not None:

@@ -53,7 +53,7 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
 
-from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN, cross_domain_options
+from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
 from recbole_diffusion.errors import ConfigError
 
 ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
@@ -199,7 +199,7 @@ CROSS_DOMAIN_GROUPS = ("all", "cold-start", "long-tailed")
 
 def cross_domain_long_tail(config):
     """``long_tail_length`` of a cross-domain dataset (checked), or ``None`` for other data."""
-    options = cross_domain_options(config)
+    options = config.plugin_options["cross_domain"]
     return None if options is None else options["long_tail_length"]
 
 

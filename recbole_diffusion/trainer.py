@@ -30,7 +30,6 @@ from recbole_diffusion.evaluation import (
     cross_domain_results,
     evaluated_rows,
     group_results,
-    sparse_user_thresholds,
 )
 
 CHECKPOINT_FORMAT = "recbole-diffusion/1"
@@ -110,7 +109,7 @@ class SafeCheckpointMixin:
         super().__init__(config, model)
         self.epoch_seconds, self.eval_seconds = [], []
         self.last_eval_rows = None
-        self.sparse_users = sparse_user_thresholds(config)
+        self.sparse_users = config.plugin_options["sparse_users"]
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
         if self.cross_domain_long_tail is not None:

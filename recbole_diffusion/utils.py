@@ -22,8 +22,8 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_diffusion import trainer as plugin_trainers
 from recbole_diffusion.data.atomic import check_atomic_files
-from recbole_diffusion.data.cross_domain import CrossDomainSequentialDataset, cross_domain_options
-from recbole_diffusion.data.noise import inject_train_noise, train_noise_ratio, user_items
+from recbole_diffusion.data.cross_domain import CrossDomainSequentialDataset
+from recbole_diffusion.data.noise import inject_train_noise, user_items
 from recbole_diffusion.data.sequence import SequenceTrainDataLoader
 from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.evaluation import (
@@ -171,7 +171,6 @@ def create_dataset(config):
             "recbole-diffusion always rebuilds from the atomic files"
         )
     check_atomic_files(config)
-    train_noise_ratio(config)  # a wrong ratio fails before the data is read
     dataset = _dataset_class(config)(config)
     # the clean items of each user: noise and augmentations never add one of them to its sequence
     dataset.user_items = user_items(dataset)
@@ -183,7 +182,7 @@ def _dataset_class(config):
     own = getattr(plugin_data, config["model"] + "Dataset", None)
     if own is not None:
         return own
-    if cross_domain_options(config) is not None:  # domain_field / dataset_domain: docs/cross-domain.md
+    if config.plugin_options["cross_domain"] is not None:  # domain_field / dataset_domain: docs/cross-domain.md
         return CrossDomainSequentialDataset
     recbole_datasets = importlib.import_module("recbole.data.dataset")
     if not is_plugin_model(config.model_class) and hasattr(recbole_datasets, config["model"] + "Dataset"):

@@ -119,7 +119,7 @@ class CrossDomainSequentialDataset(SequentialDataset):
     """
 
     def __init__(self, config):
-        self.cross_domain = cross_domain_options(config)
+        self.cross_domain = config.plugin_options["cross_domain"]
         if self.cross_domain is None:
             raise ConfigError("CrossDomainSequentialDataset needs domain_field or dataset_domain")
         super().__init__(config)

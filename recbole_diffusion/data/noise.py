@@ -88,7 +88,7 @@ def _draw_noise_items(rng, count, n_items, excluded):
 def inject_train_noise(config, dataset):
     """Add ``train_noise_ratio`` random items to the training part of every user's sequence,
     in place on the loaded (not yet built) dataset; a no-op for ratio 0. Returns the dataset."""
-    ratio = train_noise_ratio(config)
+    ratio = config.plugin_options["train_noise_ratio"]
     if ratio == 0:
         return dataset
     holdout = _HOLDOUT[config["eval_args"]["split"]["LS"]]
