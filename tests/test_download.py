@@ -95,6 +95,20 @@ def test_a_failed_download_is_one_error_and_leaves_nothing(tmp_path, network, fa
     assert os.listdir(tmp_path) == []  # no dataset folder, no partial download
 
 
+def test_a_failed_download_removes_the_folders_it_made(tmp_path, network):
+    def answer(url):  # the size check answers, the download itself fails
+        if len(network["calls"]) == 1:
+            return FakeResponse(zipped("Amazon_Beauty", INTER))
+        raise urllib.error.URLError("connection reset")
+
+    network["answer"] = answer
+    config = config_for(tmp_path, "amazon-beauty")
+    config["data_path"] = str(tmp_path / "new" / "deeper" / "amazon-beauty")
+    with pytest.raises(DataError):
+        atomic.check_atomic_files(config)
+    assert os.listdir(tmp_path) == []
+
+
 def test_every_network_read_is_bounded_in_time(tmp_path, network):
     seen = []
 

@@ -51,6 +51,11 @@ def download_dataset(config, url):
     :class:`DataError` (leaving no folder and no partial file) when that fails or is declined."""
     folder, dataset = os.path.abspath(config["data_path"]), config["dataset"]
     partial = f"{folder}.download-{os.getpid()}"
+    # folders above the dataset's that do not exist yet: removed again if the download fails
+    created, parent = [], os.path.dirname(folder)
+    while not os.path.exists(parent):
+        created.append(parent)
+        parent = os.path.dirname(parent)
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
@@ -67,6 +72,12 @@ def download_dataset(config, url):
         if isinstance(exc, DataError):
             raise
         reason = getattr(exc, "reason", None) or exc
+        shutil.rmtree(partial, ignore_errors=True)
+        for empty in created:  # innermost first
+            try:
+                os.rmdir(empty)
+            except OSError:
+                break
         raise DataError(
             f"dataset {dataset!r}: the download from {url} (RecBole's source for this name) failed: {reason}. "
             f"Nothing was written. " + _dataset_help(config)
