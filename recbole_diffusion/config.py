@@ -171,7 +171,7 @@ def check_builtin_options(config):
     for key in present:
         checks.integer(key, 1)
     if "n_heads" in present and "hidden_size" in present:
-        checks.transformer(dropouts=())
+        checks.divides_hidden_size("n_heads")
     for key in _BUILTIN_PROBABILITIES:
         if checks.get(key) is not None:
             checks.number(key, 0.0, 1.0, high_open=True)

@@ -54,15 +54,21 @@ class OptionChecks:
         and each key of ``heads`` positive integers, each head count dividing ``hidden_size``; each
         key of ``dropouts`` a probability in [0, 1)."""
         self.integer("n_layers", 1)
-        hidden = self.integer("hidden_size", 1)
+        self.integer("hidden_size", 1)
         if self.get("inner_size") is not None:
             self.integer("inner_size", 1)
         for key in heads:
-            count = self.integer(key, 1)
-            if hidden % count:
-                raise ConfigError(f"{key}: must divide hidden_size ({hidden}); got {count}")
+            self.integer(key, 1)
+            self.divides_hidden_size(key)
         for key in dropouts:
             self.number(key, 0.0, 1.0, high_open=True)
+
+    def divides_hidden_size(self, key):
+        """A head count ``key`` that divides ``hidden_size`` (both already checked positive)."""
+        hidden, count = self.get("hidden_size"), self.get(key)
+        if hidden % count:
+            raise ConfigError(f"{key}: must divide hidden_size ({hidden}); got {count}")
+        return count
 
     def no_negative_sampling(self, reason):
         """``train_neg_sample_args`` off (None or distribution none); ``reason`` says why."""

@@ -50,6 +50,8 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     after filtering); with ``return_trainer`` also ``trainer``.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if resume_file is not None and not os.path.isfile(resume_file):  # before any data is read or log written
+        raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
     init_seed(config["seed"], config["reproducibility"])
     # the dataset is checked and built before logging starts, so bad input ends in one paragraph
     dataset = create_dataset(config)
@@ -66,8 +68,6 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if resume_file is not None:
-        if not os.path.isfile(resume_file):
-            raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
         trainer.resume_checkpoint(resume_file)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]

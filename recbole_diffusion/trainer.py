@@ -109,6 +109,8 @@ class SafeCheckpointMixin:
         super().__init__(config, model)
         self.epoch_seconds, self.eval_seconds = [], []
         self.last_eval_rows = None
+        # what a checkpoint records beyond RecBole's (see _checkpoint_state) and what a resume restores
+        self._train_data = self._last_valid_result = self._resumed_random_state = None
         self.sparse_users = config.plugin_options["sparse_users"]
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
@@ -121,7 +123,7 @@ class SafeCheckpointMixin:
     def fit(self, train_data, valid_data=None, *args, **kwargs):
         # a resumed run draws the random numbers the interrupted one would have drawn next
         self._train_data = train_data
-        if getattr(self, "_resumed_random_state", None) is not None:
+        if self._resumed_random_state is not None:
             restore_random_state(self._resumed_random_state, train_data)
             self._resumed_random_state = None
         return super().fit(train_data, valid_data, *args, **kwargs)
@@ -145,8 +147,8 @@ class SafeCheckpointMixin:
             "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
             # RecBole saves before it records the new best result: the result of the valid epoch just run
-            "best_valid_result": json.dumps({k: float(v) for k, v in (getattr(self, "_last_valid_result", None) or {}).items()}),
-            "random_state": random_state(getattr(self, "_train_data", None)),
+            "best_valid_result": json.dumps({k: float(v) for k, v in (self._last_valid_result or {}).items()}),
+            "random_state": random_state(self._train_data),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),

@@ -37,3 +37,15 @@ def test_distributed_options_are_refused_not_ignored(tmp_path, monkeypatch, caps
     assert cli.main(["--model=SASRec", "--dataset=ml-100k", option]) == 2
     assert "distributed training (RecBole's --nproc / --world_size) is not supported" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_builtin_is_checked_only_on_the_options_it_has():
+    """A built-in with heads and a width but no n_layers is not asked for one."""
+    from types import SimpleNamespace
+
+    from recbole_diffusion.config import check_builtin_options
+    from recbole_diffusion.errors import ConfigError
+
+    check_builtin_options(SimpleNamespace(final_config_dict={"n_heads": 2, "hidden_size": 64}))
+    with pytest.raises(ConfigError, match=r"n_heads: must divide hidden_size \(64\); got 3"):
+        check_builtin_options(SimpleNamespace(final_config_dict={"n_heads": 3, "hidden_size": 64}))

@@ -66,25 +66,26 @@ def download_dataset(config, url):
         recbole_url.extract_zip(archive, partial)
         os.unlink(archive)
         recbole_url.rename_atomic_files(partial, os.path.splitext(os.path.basename(archive))[0], dataset)
-        os.makedirs(os.path.dirname(folder), exist_ok=True)
         os.replace(partial, folder)
     except (OSError, urllib.error.URLError, zipfile.BadZipFile, RuntimeError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         reason = getattr(exc, "reason", None) or exc
-        shutil.rmtree(partial, ignore_errors=True)
-        for empty in created:  # innermost first
-            try:
-                os.rmdir(empty)
-            except OSError:
-                break
         raise DataError(
             f"dataset {dataset!r}: the download from {url} (RecBole's source for this name) failed: {reason}. "
             f"Nothing was written. " + _dataset_help(config)
         ) from None
     finally:
+        # whatever ended the download (an error, Ctrl-C): no partial folder, and without a dataset
+        # folder none of the folders made for it
         socket.setdefaulttimeout(previous_timeout)
         shutil.rmtree(partial, ignore_errors=True)
+        if not os.path.isdir(folder):
+            for empty in created:  # innermost first
+                try:
+                    os.rmdir(empty)
+                except OSError:
+                    break
 
 
 def resolve_dataset(config):
