@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from recbole_diffusion.compat import IncompatibleEnvironment
+from recbole_diffusion.distributed import DEFAULT_IP, DEFAULT_PORT
 from recbole_diffusion.errors import RecBoleDiffusionError
 from recbole_diffusion.quick_start import run
 from recbole_diffusion.utils import plugin_model_names
@@ -18,6 +19,10 @@ common options (any config key works as --key=value, as in RecBole):
   --train_mode=sequence     whole-sequence training (RecBole's SASRec, GRU4Rec, BERT4Rec; most of ours)
   --stopping_step=N --eval_step=N --valid_metric=NDCG@10 --gpu_id=0 --use_gpu=False
   --checkpoint_dir=DIR      where the best checkpoint goes (default saved/)
+
+distributed training (RecBole's multi-process route; docs/distributed.md):
+  --nproc=N                 N processes on this machine: one per GPU (NCCL) or per CPU core (gloo)
+  --world_size=W --ip=HOST --port=P --group_offset=K   one group over several machines
 
 examples:
   run_recbole_diff.py --model=ADARec --dataset=ml-100k --epochs=5
@@ -41,6 +46,12 @@ def parse_args(argv):
         "--checkpoint", default=None, metavar="PATH",
         help="resume an interrupted run from its checkpoint (saved/<file>.pth), with the same options",
     )
+    group = parser.add_argument_group("distributed training (as RecBole's run_recbole.py)")
+    group.add_argument("--nproc", type=int, default=1, help="processes on this machine (default 1)")
+    group.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: --nproc)")
+    group.add_argument("--ip", default=DEFAULT_IP, help="address of the machine of rank 0 (default localhost)")
+    group.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"free TCP port on it (default {DEFAULT_PORT})")
+    group.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process (default 0)")
     args, unknown = parser.parse_known_args(argv)
     overrides = {}
     for arg in unknown:
@@ -53,13 +64,14 @@ def parse_args(argv):
     if args.data_path is not None:
         overrides["data_path"] = args.data_path
     files = args.config_files.split() if args.config_files else None
-    return args.model, args.dataset, files, overrides, args.checkpoint
+    launch = {key: getattr(args, key) for key in ("nproc", "world_size", "ip", "port", "group_offset")}
+    return args.model, args.dataset, files, overrides, args.checkpoint, launch
 
 
 def main(argv=None):
-    model, dataset, files, overrides, checkpoint = parse_args(sys.argv[1:] if argv is None else argv)
+    model, dataset, files, overrides, checkpoint, launch = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides, resume_file=checkpoint)
+        result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides, resume_file=checkpoint, **launch)
     except (RecBoleDiffusionError, IncompatibleEnvironment, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

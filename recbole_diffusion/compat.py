@@ -26,6 +26,12 @@ Workarounds, each with the upstream break it answers:
   silenced so that real warnings stay visible.
 - Versions that are known to break silently are refused at import with an actionable message
   (pandas 3 stops filling missing values; hyperopt >= 0.2.7 breaks the exhaustive search).
+- RecBole's multi-process route is GPU-only: ``Config._init_device`` always joins the process
+  group with NCCL and pins ``cuda:<local_rank>``, and ``AbstractTrainer`` wraps the model in
+  ``DistributedDataParallel(model, device_ids=[local_rank])``, which torch refuses for a CPU
+  module. A process that has no GPU to use (``gpu_id`` empty or CUDA unavailable) joins with
+  gloo on the CPU instead, and its model is wrapped without ``device_ids``; with a GPU, RecBole's
+  own code runs unchanged (:func:`_patch_distributed`).
 """
 
 import warnings
@@ -119,6 +125,67 @@ def _quiet_known_warnings():
     warnings.filterwarnings("ignore", message=r"(?s).*Series\.__getitem__ treating keys as positions.*")
     warnings.filterwarnings("ignore", message=r"(?s).*pkg_resources is deprecated.*")
     warnings.filterwarnings("ignore", message=r"(?s).*Detected pickle protocol 4 in the checkpoint.*")
+
+
+def uses_cuda(config_dict):
+    """Whether RecBole puts a run with these (final) settings on a GPU: ``gpu_id`` non-empty and
+    CUDA available, RecBole's own test."""
+    import torch
+
+    gpu_id = config_dict.get("gpu_id")
+    gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id if gpu_id is not None else "")
+    return len(gpu_id) > 0 and torch.cuda.is_available()
+
+
+def _init_cpu_process_group(config):
+    """RecBole's ``_init_device`` for a rank without a GPU: gloo on the CPU, the rest as RecBole
+    sets it (rank = local_rank + offset, a TCP rendezvous at ip:port, quiet ranks other than 0)."""
+    import torch
+    import torch.distributed as dist
+
+    values = config.final_config_dict
+    gpu_id = values["gpu_id"]
+    values["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+    dist.init_process_group(
+        backend="gloo",
+        rank=values["local_rank"] + values["offset"],
+        world_size=values["world_size"],
+        init_method=f"tcp://{values['ip']}:{values['port']}",
+    )
+    values["device"] = torch.device("cpu")
+    values["single_spec"] = False
+    if values["local_rank"] != 0:
+        values["state"] = "error"
+        values["show_progress"] = False
+        values["verbose"] = False
+
+
+def _patch_distributed():
+    from recbole.config import configurator
+    from recbole.trainer import trainer as recbole_trainer
+
+    original_init_device = configurator.Config._init_device
+    if getattr(original_init_device, "_recbole_diffusion_patch", False):
+        return
+
+    def _init_device(self):
+        if "local_rank" in self.final_config_dict and not uses_cuda(self.final_config_dict):
+            _init_cpu_process_group(self)
+        else:
+            original_init_device(self)
+
+    _init_device._recbole_diffusion_patch = True
+    configurator.Config._init_device = _init_device
+
+    ddp = recbole_trainer.DistributedDataParallel
+
+    def distributed_data_parallel(module, device_ids=None, **kwargs):
+        # device_ids name GPUs; torch refuses them for a module on the CPU
+        if device_ids is not None and all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = None
+        return ddp(module, device_ids=device_ids, **kwargs)
+
+    recbole_trainer.DistributedDataParallel = distributed_data_parallel
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -221,3 +288,4 @@ def apply():
     _quiet_known_warnings()
     _undo_sine_anomaly_mode()
     _install_recbole_loader_guard()
+    _patch_distributed()

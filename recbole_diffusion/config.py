@@ -121,15 +121,16 @@ class Config(RecBoleConfig):
 
     # ------------------------------------------------------------------ plugin checks
     def _check_plugin_options(self):
-        # RecBole's multi-process route (run_recbole.py --nproc) is not wired into this plugin yet; a
-        # value here would otherwise be taken as a plain option and train one process silently
-        for key in ("nproc", "world_size"):
-            value = self.final_config_dict.get(key)
-            if value is not None and value != 1:
-                raise ConfigError(
-                    f"{key}: distributed training (RecBole's --nproc / --world_size) is not supported by "
-                    f"recbole-diffusion yet; run one process (drop --{key}); got {value!r}"
-                )
+        # RecBole starts processes from its run(..., nproc=N), never from a config value: a value here
+        # without a launch (one process, single_spec) would train one process silently
+        if self.final_config_dict.get("single_spec", True):
+            for key in ("nproc", "world_size"):
+                value = self.final_config_dict.get(key)
+                if value is not None and value not in (1, -1):
+                    raise ConfigError(
+                        f"{key}: a config value does not start processes; pass --{key}={value} to run_recbole_diff.py "
+                        f"or {key}={value} to recbole_diffusion.quick_start.run (docs/distributed.md); got {value!r}"
+                    )
         for key, types, valid, allowed in _CORE_OPTIONS:
             if key not in self.final_config_dict or self.final_config_dict[key] is None:
                 continue

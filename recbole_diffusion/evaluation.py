@@ -8,7 +8,22 @@ Everything an evaluation adds to RecBole's lives here:
   domain and user group (cold-start, long-tailed);
 - the full-sort loader batched by history length with padding trimmed
   (:class:`TrimmedFullSortEvalDataLoader`) and the cross-domain candidate restriction
-  (:func:`domain_candidate_loader`).
+  (:func:`domain_candidate_loader`);
+- under torch.distributed, the evaluation split by whole batches (:func:`shard_eval_loader`) and
+  the rows of every rank gathered back into one-process order (:meth:`GroupCollector.get_data_struct`).
+
+Distributed evaluation
+----------------------
+RecBole's distributed evaluation gives each rank every W-th user (torch's ``DistributedSampler``,
+which repeats users to even the shares) with a W-times smaller batch, and averages the per-rank
+metrics weighted by the number of batches: close to, but not, the metrics of one process. Here
+rank r scores the whole batches r, r + W, r + 2W, ... of the one-process batch layout, and the
+collector gathers every rank's rows and puts them back in one-process order before RecBole's
+metrics are computed, on every rank. The metrics, the per-user ranks, the sparse-user and
+cross-domain groups are then exactly those of one process scoring every user, also for models
+whose evaluation noise is seeded per batch (DiffRec, DreamRec). When the data has fewer batches
+than ranks, the batches are made smaller so that every rank has one; only then does the layout
+differ from one process's.
 
 Sparse users
 ------------
@@ -48,12 +63,15 @@ models that set the class attribute ``TRIM_EVAL_PADDING = True``. Every other mo
 RecBole's loader unchanged.
 """
 
+import math
+
 import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
 
 from recbole_diffusion.data.cross_domain import DOMAIN_HISTORY, TARGET_DOMAIN
+from recbole_diffusion.distributed import all_gather_objects, is_distributed, rank_and_world
 from recbole_diffusion.errors import ConfigError
 
 ROW_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
@@ -90,34 +108,71 @@ def group_key(key, threshold):
 
 class GroupCollector(Collector):
     """RecBole's collector that also remembers which user each collected row belongs to, and the
-    1-based rank of each row's target in RecBole's own ranking (see :func:`target_ranks`)."""
+    1-based rank of each row's target in RecBole's own ranking (see :func:`target_ranks`).
+
+    Under torch.distributed, :meth:`get_data_struct` gathers the rows of every rank (each scored
+    whole batches of the one-process layout, :func:`shard_eval_loader`) in one-process order."""
 
     def __init__(self, config):
         super().__init__(config)
         self.uid_field = config["USER_ID_FIELD"]
-        self._users, self._ranks = [], []
+        self._batches = []  # per collected batch: its per-row values beyond RecBole's struct
+        self._row_counts = []  # per collected batch: the rows it added to each of RecBole's row keys
         self.last_users = None
         self.last_ranks = None
         self.last_struct = None
 
-    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
-        self._users.append(interaction[self.uid_field].cpu())
+    def _row_sizes(self):
+        return {key: self.data_struct[key].size(0) for key in ROW_KEYS if key in self.data_struct}
+
+    def batch_values(self, interaction, scores_tensor, positive_u, positive_i):
+        """This batch's per-row values kept next to RecBole's struct (subclasses add theirs)."""
         # None marks a batch whose rows are not one user with one target each (a sampled
         # evaluation's candidate rows, several test items per user): no ranks for that evaluation
         ranks = None
         if len(interaction) == scores_tensor.size(0):
             ranks = target_ranks(scores_tensor, positive_u, positive_i, max(self.topk))
-        self._ranks.append(ranks)
+        return {"user": interaction[self.uid_field].cpu(), "rank": ranks}
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        before = self._row_sizes()
+        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        self._row_counts.append({key: size - before.get(key, 0) for key, size in self._row_sizes().items()})
+        self._batches.append(self.batch_values(interaction, scores_tensor, positive_u, positive_i))
 
     def get_data_struct(self):
         struct = super().get_data_struct()
-        self.last_users = torch.cat(self._users) if self._users else torch.zeros(0, dtype=torch.long)
-        complete = bool(self._ranks) and all(r is not None for r in self._ranks)
-        self.last_ranks = torch.cat(self._ranks) if complete else None
+        batches, counts = self._batches, self._row_counts
+        self._batches, self._row_counts = [], []
+        if is_distributed():
+            batches = _gather_batches(struct, batches, counts)
+        self.collected(batches)
         self.last_struct = struct
-        self._users, self._ranks = [], []
         return struct
+
+    def collected(self, batches):
+        """Keep the evaluation's per-row values (``batches``: one dict per batch, in order)."""
+        users = [b["user"] for b in batches]
+        self.last_users = torch.cat(users) if users else torch.zeros(0, dtype=torch.long)
+        complete = bool(batches) and all(b["rank"] is not None for b in batches)
+        self.last_ranks = torch.cat([b["rank"] for b in batches]) if complete else None
+
+
+def _gather_batches(struct, batches, counts):
+    """Every rank's collected batches, in one-process order: rank r's k-th batch is batch
+    r + k·W. ``struct``'s row keys are replaced by all ranks' rows in that order; returns the
+    batches' own values in that order."""
+    rank, world = rank_and_world()
+    rows = {
+        key: list(torch.split(struct[key], [c.get(key, 0) for c in counts]))
+        for key in ROW_KEYS if key in struct
+    }
+    everything = all_gather_objects({"rows": rows, "batches": batches})
+    order = sorted((k * world + r, r, k) for r, part in enumerate(everything) for k in range(len(part["batches"])))
+    keys = sorted({key for part in everything for key in part["rows"]})
+    for key in keys:
+        struct.set(key, torch.cat([everything[r]["rows"][key][k] for _, r, k in order if key in everything[r]["rows"]]))
+    return [everything[r]["batches"][k] for _, r, k in order]
 
 
 def target_ranks(scores, positive_u, positive_i, max_k):
@@ -211,22 +266,23 @@ class CrossDomainCollector(GroupCollector):
     """:class:`GroupCollector` that also remembers each row's target domain and its number of
     target-domain history items."""
 
+    row_fields = (TARGET_DOMAIN, DOMAIN_HISTORY)
+
     def __init__(self, config):
         super().__init__(config)
-        self.row_fields = (TARGET_DOMAIN, DOMAIN_HISTORY)
-        self._rows = {name: [] for name in self.row_fields}
         self.last_rows = None
 
-    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
-        for name in self.row_fields:
-            self._rows[name].append(interaction[name].cpu())
+    def batch_values(self, interaction, scores_tensor, positive_u, positive_i):
+        values = super().batch_values(interaction, scores_tensor, positive_u, positive_i)
+        values.update({name: interaction[name].cpu() for name in self.row_fields})
+        return values
 
-    def get_data_struct(self):
-        struct = super().get_data_struct()
-        self.last_rows = {name: torch.cat(values) if values else torch.zeros(0, dtype=torch.long) for name, values in self._rows.items()}
-        self._rows = {name: [] for name in self.row_fields}
-        return struct
+    def collected(self, batches):
+        super().collected(batches)
+        self.last_rows = {
+            name: torch.cat([b[name] for b in batches]) if batches else torch.zeros(0, dtype=torch.long)
+            for name in self.row_fields
+        }
 
 
 def cross_domain_results(evaluator, collector, names, long_tail_length):
@@ -294,12 +350,6 @@ class DomainCandidateMixin:
         self.negative_seed = int(config["seed"])
         self.domain_items = torch.from_numpy(dataset.domain_items)
         self.user_items = getattr(dataset, "user_items", None)
-        self._rng = np.random.default_rng(self.negative_seed)
-
-    def __iter__(self):
-        # the same negatives in every evaluation
-        self._rng = np.random.default_rng(self.negative_seed)
-        return super().__iter__()
 
     def collate_fn(self, index):
         interaction, history_index, positive_u, positive_i = super().collate_fn(index)
@@ -307,10 +357,12 @@ class DomainCandidateMixin:
             raise ValueError("cross-domain evaluation expects RecBole's sequential full-sort loader (no history index)")
         hidden = ~self.domain_items[interaction[TARGET_DOMAIN]]
         if self.eval_negatives:
-            hidden = self._sampled_candidates(interaction, hidden)
+            # the same negatives in every evaluation, whichever process scores the batch
+            rng = np.random.default_rng([self.negative_seed, int(np.asarray(index).reshape(-1)[0])])
+            hidden = self._sampled_candidates(interaction, hidden, rng)
         return interaction, hidden.to(self.candidate_device), positive_u, positive_i
 
-    def _sampled_candidates(self, interaction, hidden):
+    def _sampled_candidates(self, interaction, hidden, rng):
         users = interaction[self.uid_field].numpy()
         positives = interaction[self.iid_field].numpy()
         kept = torch.ones_like(hidden)
@@ -319,7 +371,7 @@ class DomainCandidateMixin:
             if self.user_items is not None:
                 indptr, items = self.user_items
                 pool = np.setdiff1d(pool, items[indptr[user] : indptr[user + 1]], assume_unique=True)
-            chosen = self._rng.choice(pool, size=min(self.eval_negatives, len(pool)), replace=False)
+            chosen = rng.choice(pool, size=min(self.eval_negatives, len(pool)), replace=False)
             kept[row, chosen] = False
             kept[row, positive] = False
         return kept
@@ -328,3 +380,43 @@ class DomainCandidateMixin:
 def domain_candidate_loader(loader_class):
     """``loader_class`` (a sequential full-sort loader) restricted to the target domain's items."""
     return type(loader_class.__name__, (DomainCandidateMixin, loader_class), {"__module__": __name__})
+
+
+# ----------------------------------------------------------------------------- distributed evaluation
+class RankBatchSampler(torch.utils.data.Sampler):
+    """The sample indices of the evaluation batches of one rank: of the batches of ``batch_size``
+    consecutive samples, batch b belongs to rank b mod ``world``."""
+
+    def __init__(self, n_samples, batch_size, rank, world):
+        self.n_samples, self.batch_size, self.rank, self.world = n_samples, batch_size, rank, world
+        self.n_batches = math.ceil(n_samples / batch_size)
+
+    def __iter__(self):
+        for batch in range(self.rank, self.n_batches, self.world):
+            yield from range(batch * self.batch_size, min(self.n_samples, (batch + 1) * self.batch_size))
+
+    def __len__(self):
+        return sum(
+            min(self.n_samples, (b + 1) * self.batch_size) - b * self.batch_size
+            for b in range(self.rank, self.n_batches, self.world)
+        )
+
+
+def shard_eval_loader(loader):
+    """Make ``loader`` (an evaluation loader built with the one-process layout) yield only this
+    rank's whole batches (:class:`RankBatchSampler`); with fewer batches than ranks, the batches
+    are made smaller so that each rank has at least one. A no-op in one process."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return loader
+    n_samples = loader.sample_size
+    if n_samples < world:
+        raise ConfigError(
+            f"the evaluation data has {n_samples} row(s), fewer than the {world} processes that would share it; "
+            "run fewer processes (--nproc)"
+        )
+    batch_size = min(loader.batch_sampler.batch_size, math.ceil(n_samples / world))
+    # the torch DataLoader's own sampler cannot be replaced after it is built; its batch sampler's can
+    loader.batch_sampler.sampler = RankBatchSampler(n_samples, batch_size, rank, world)
+    loader.batch_sampler.batch_size = batch_size
+    return loader

@@ -11,10 +11,14 @@ import os
 import sys
 from logging import getLogger
 
+import torch
+
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_diffusion import distributed
 from recbole_diffusion.compat import check_hyperopt, load_checkpoint
 from recbole_diffusion.config import Config
+from recbole_diffusion.data.atomic import resolve_dataset
 from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
 
@@ -36,26 +40,78 @@ def restore_model(config, train_data, checkpoint):
     return model
 
 
-def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False, resume_file=None):
+def run(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, verbose=True, return_trainer=False,
+    resume_file=None, nproc=1, world_size=-1, ip=distributed.DEFAULT_IP, port=distributed.DEFAULT_PORT, group_offset=0,
+):
     """Train ``model`` on ``dataset`` with early stopping on the valid split, then test.
 
     ``resume_file``: a checkpoint of an interrupted run with the same settings (``epochs`` may be
     larger); training goes on after its epoch, with its weights, optimizer, early-stopping counters
     and random streams, so it ends where the uninterrupted run would have.
 
+    ``nproc`` > 1 (or ``world_size`` >= 1) trains in ``nproc`` processes on this machine under
+    ``DistributedDataParallel``, as RecBole's ``run(..., nproc=N)`` does: one per GPU with NCCL, or
+    one per CPU core with gloo; ``world_size``, ``ip``, ``port`` and ``group_offset`` place them in a
+    group spanning several machines (docs/distributed.md). The result is rank 0's, with metrics
+    over every rank's users; ``return_trainer`` is for one process only.
+
     Returns a dict: ``model``, ``best_valid_score``, ``valid_score_bigger``,
     ``best_valid_result``, ``test_result``, ``saved_model_file`` (None when ``saved`` is False),
     ``log_file`` (RecBole's log of the run),
     ``epoch_seconds``, ``eval_seconds``, ``dataset_statistics`` (users, items and interactions
-    after filtering); with ``return_trainer`` also ``trainer``.
+    after filtering), ``ranks`` (one dict per process: its rank, pid, device, training batches
+    per epoch and the digest of its model state after training); with ``return_trainer`` also
+    ``trainer``.
     """
+    if nproc == 1 and world_size <= 0:  # RecBole's test for one process
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        return _run_process(config, saved, verbose, return_trainer, resume_file)
+    nproc, world_size, ip, port, group_offset = distributed.launch_settings(nproc, world_size, ip, port, group_offset)
+    if return_trainer:
+        raise ConfigError("return_trainer: the trainers of a multi-process run live in their own processes; run one process (nproc=1)")
+    # every option is checked, and a missing dataset downloaded, once, before any process starts
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    if resume_file is not None and not os.path.isfile(resume_file):  # before any data is read or log written
-        raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
+    _check_resume_file(resume_file)
+    distributed.check_process_count(nproc, config)
+    distributed.check_port_free(ip, port, group_offset)
+    resolve_dataset(config)
+    launch = {"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset}
+    payload = {
+        "model": model, "dataset": dataset, "config_file_list": config_file_list,
+        "config_dict": {**(config_dict or {}), **launch}, "saved": saved, "verbose": verbose, "resume_file": resume_file,
+        "threads": None if os.environ.get("OMP_NUM_THREADS") else max(1, (os.cpu_count() or 1) // nproc),
+    }
+    return distributed.spawn_ranks(_rank_main, nproc, payload)
+
+
+def _rank_main(local_rank, payload, queue):
+    """One process of a multi-process run (``torch.multiprocessing.spawn`` calls it)."""
+    try:
+        if payload["threads"]:
+            torch.set_num_threads(payload["threads"])  # one core each, unless OMP_NUM_THREADS says otherwise
+        config = Config(
+            model=payload["model"], dataset=payload["dataset"], config_file_list=payload["config_file_list"],
+            config_dict={**payload["config_dict"], "local_rank": local_rank},
+        )
+        result = _run_process(config, payload["saved"], payload["verbose"], False, payload["resume_file"])
+        if local_rank == 0:
+            queue.put({"result": result})
+    except BaseException as exc:
+        distributed.report_error(queue, local_rank, exc)
+        raise
+    finally:
+        distributed.end_process_group()
+
+
+def _run_process(config, saved, verbose, return_trainer, resume_file):
+    """``run`` in this process: the whole run, or this rank's part of a multi-process one."""
+    _check_resume_file(resume_file)  # before any data is read or log written
     init_seed(config["seed"], config["reproducibility"])
     # the dataset is checked and built before logging starts, so bad input ends in one paragraph
     dataset = create_dataset(config)
-    init_logger(config)
+    if config["local_rank"] == 0:
+        init_logger(config)  # ranks other than 0 write no log file; their errors reach the console
     logger = getLogger()
     if not verbose:
         logger.setLevel(logging.ERROR)
@@ -69,9 +125,24 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     if resume_file is not None:
         trainer.resume_checkpoint(resume_file)
+    ranks = distributed.all_gather_objects(_rank_report(config, train_data))
+    if len(ranks) > 1:
+        for report in ranks:
+            logger.info(
+                f"rank {report['rank']} of {len(ranks)}: pid {report['pid']}, device {report['device']}, "
+                f"{report['train_batches']} training batches per epoch"
+            )
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
     )
+    digests = distributed.all_gather_objects(distributed.state_digest(trainer.model))
+    for report, digest in zip(ranks, digests):
+        report["state_digest"] = digest
+    if len(ranks) > 1:
+        if len(set(digests)) == 1:
+            logger.info(f"model state after training: the same on all {len(ranks)} ranks (digest {digests[0]})")
+        else:
+            logger.warning(f"model state after training differs between ranks: {digests}")
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -88,22 +159,39 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
         "eval_seconds": list(getattr(trainer, "eval_seconds", [])),
         # RecBole counts the padding id 0 among users and items
         "dataset_statistics": {"users": dataset.user_num - 1, "items": dataset.item_num - 1, "interactions": dataset.inter_num},
+        "ranks": ranks,
     }
     if return_trainer:
         result["trainer"] = trainer
     return result
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=True, keep_checkpoint=False):
+def _check_resume_file(resume_file):
+    if resume_file is not None and not os.path.isfile(resume_file):
+        raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
+
+
+def _rank_report(config, train_data):
+    return {
+        "rank": config["local_rank"] + (config["offset"] or 0) if not config["single_spec"] else 0,
+        "pid": os.getpid(),
+        "device": str(config["device"]),
+        "train_batches": len(train_data),
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True, keep_checkpoint=False, **launch):
     """One trial of ``recbole.trainer.HyperTuning``: train, validate, test, quietly.
 
     Works for this plugin's models and RecBole's built-ins alike; the model and dataset come
     from ``config_dict`` or the fixed config files, as in RecBole. With ``saved`` the test is of
     the best valid checkpoint, as in RecBole; that checkpoint is deleted after the test unless
     ``keep_checkpoint`` (a search of many trials would otherwise leave one file per trial).
+    ``launch`` (``nproc``, ``world_size``, ``ip``, ``port``, ``group_offset``) trains each trial in
+    several processes, as :func:`run`; give it to ``HyperTuning`` with ``functools.partial``.
     """
     check_hyperopt()
-    result = run(config_file_list=config_file_list, config_dict=config_dict, saved=saved, verbose=False)
+    result = run(config_file_list=config_file_list, config_dict=config_dict, saved=saved, verbose=False, **launch)
     if saved and not keep_checkpoint and result["saved_model_file"] and os.path.exists(result["saved_model_file"]):
         os.remove(result["saved_model_file"])
     return {key: result[key] for key in ("model", "best_valid_score", "valid_score_bigger", "best_valid_result", "test_result")}

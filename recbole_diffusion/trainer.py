@@ -22,6 +22,7 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
+from recbole_diffusion.distributed import all_gather_objects, barrier, broadcast_object, is_distributed, rank_and_world
 from recbole_diffusion.files import atomic_path
 from recbole_diffusion.evaluation import (
     CrossDomainCollector,
@@ -33,12 +34,16 @@ from recbole_diffusion.evaluation import (
 )
 
 CHECKPOINT_FORMAT = "recbole-diffusion/1"
+# the settings of one multi-process launch (RecBole's names), never part of a run's configuration
+LAUNCH_KEYS = ("local_rank", "world_size", "nproc", "ip", "port", "offset")
 
 
 def config_to_json(config):
     """The user-given part of a ``Config`` (what rebuilds it) as a JSON string."""
     plain = {}
     for key, value in config.external_config_dict.items():
+        if key in LAUNCH_KEYS:
+            continue  # a checkpoint of a multi-process run loads in one process (or in several)
         try:
             json.dumps(value)
         except TypeError:
@@ -72,15 +77,21 @@ def random_state(train_data):
     return state
 
 
-def restore_random_state(state, train_data):
-    """Put back what :func:`random_state` recorded."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = json.loads(state["numpy"])
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    version, internal, gauss = json.loads(state["python"])
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def restore_random_state(state, train_data, process_state=None):
+    """Put back what :func:`random_state` recorded. The loader's streams plan the epoch of every
+    rank alike and come from ``state``; the process's own (torch, numpy, Python) come from
+    ``process_state`` when given, else from ``state``; ``process_state=False`` keeps them as they
+    are (a rank the checkpoint has no streams for)."""
+    if process_state is None:
+        process_state = state
+    if process_state:
+        torch.set_rng_state(process_state["torch"])
+        kind, keys, *rest = json.loads(process_state["numpy"])
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = json.loads(process_state["python"])
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in process_state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(process_state["cuda"])
     if "loader_generator" in state:
         train_data.generator.set_state(state["loader_generator"])
     if "loader" in state:
@@ -107,10 +118,13 @@ class SafeCheckpointMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # under torch.distributed every rank reads the checkpoint rank 0 writes: one name for all
+        self.saved_model_file = broadcast_object(self.saved_model_file)
         self.epoch_seconds, self.eval_seconds = [], []
         self.last_eval_rows = None
         # what a checkpoint records beyond RecBole's (see _checkpoint_state) and what a resume restores
         self._train_data = self._last_valid_result = self._resumed_random_state = None
+        self._resumed_rank_states = None
         self.sparse_users = config.plugin_options["sparse_users"]
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
@@ -124,8 +138,13 @@ class SafeCheckpointMixin:
         # a resumed run draws the random numbers the interrupted one would have drawn next
         self._train_data = train_data
         if self._resumed_random_state is not None:
-            restore_random_state(self._resumed_random_state, train_data)
-            self._resumed_random_state = None
+            rank, world = rank_and_world()
+            process_state = None
+            if world > 1:  # this rank's own streams, when the checkpoint was written by as many ranks
+                states = self._resumed_rank_states
+                process_state = states[rank] if states is not None and len(states) == world else (None if rank == 0 else False)
+            restore_random_state(self._resumed_random_state, train_data, process_state)
+            self._resumed_random_state = self._resumed_rank_states = None
         return super().fit(train_data, valid_data, *args, **kwargs)
 
     def _valid_epoch(self, valid_data, show_progress=False):
@@ -155,10 +174,16 @@ class SafeCheckpointMixin:
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        # every rank calls this at the same point; under torch.distributed rank 0 writes, with the
+        # random streams of every rank, so that a resumed run gives each rank its own again
+        rank_states = all_gather_objects(random_state(self._train_data)) if is_distributed() else None
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        state = self._checkpoint_state(epoch)
+        if rank_states is not None:
+            state["rank_random_states"] = rank_states
+        atomic_torch_save(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -176,6 +201,7 @@ class SafeCheckpointMixin:
         if checkpoint.get("best_valid_result"):
             self.best_valid_result = json.loads(checkpoint["best_valid_result"]) or None
         self._resumed_random_state = checkpoint.get("random_state")
+        self._resumed_rank_states = checkpoint.get("rank_random_states")
         saved_model = json.loads(checkpoint["config"])["model"]
         if saved_model.lower() != self.config["model"].lower():
             self.logger.warning(f"checkpoint {resume_file} was trained as {saved_model}, not {self.config['model']}")
@@ -183,8 +209,14 @@ class SafeCheckpointMixin:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
+    def _map_reduce(self, result, num_sample):
+        # RecBole averages the ranks' metrics here; the collector has gathered every rank's rows
+        # already (evaluation.py), so ``result`` is over every user on each rank
+        return result
+
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
+            barrier()  # under torch.distributed: rank 0 has written the checkpoint
             checkpoint_file = model_file or self.saved_model_file
             self._load_model_state(load_checkpoint(checkpoint_file, map_location=self.device))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")

@@ -6,6 +6,7 @@ known clash is ``DiffRec``: RecBole's is Wang et al.'s general recommender, ours
 sequential one; ``--model=DiffRec`` means ours everywhere (model, YAML, dataloader, trainer).
 """
 
+import contextlib
 import difflib
 import importlib
 import os
@@ -29,6 +30,7 @@ from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.evaluation import (
     TrimmedFullSortEvalDataLoader,
     domain_candidate_loader,
+    shard_eval_loader,
     train_history_lengths,
     trims_eval_padding,
 )
@@ -232,10 +234,26 @@ def data_preparation(config, dataset):
     valid_cls, test_cls = eval_loader("valid"), eval_loader("test")
     if getattr(dataset, "cross_domain", None) is not None:  # ranked over the target domain's items
         valid_cls, test_cls = domain_candidate_loader(valid_cls), domain_candidate_loader(test_cls)
-    valid_data = valid_cls(config, valid_dataset, valid_sampler, shuffle=False)
-    test_data = test_cls(config, test_dataset, test_sampler, shuffle=False)
+    # built in the one-process batch layout, then each rank keeps its whole batches (evaluation.py)
+    with _one_process_layout(config):
+        valid_data = valid_cls(config, valid_dataset, valid_sampler, shuffle=False)
+        test_data = test_cls(config, test_dataset, test_sampler, shuffle=False)
+    valid_data, test_data = shard_eval_loader(valid_data), shard_eval_loader(test_data)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         # who counts as a sparse user (option sparse_users) is fixed by the train split
         history = train_history_lengths(train_dataset, dataset.user_num)
         valid_data.train_history_length = test_data.train_history_length = history
     return train_data, valid_data, test_data
+
+
+@contextlib.contextmanager
+def _one_process_layout(config):
+    """RecBole's loaders read ``single_spec`` when they are built: under torch.distributed they
+    split their samples with a ``DistributedSampler`` and divide the batch size by the world size.
+    Inside this block they are built as in one process."""
+    single_spec = config["single_spec"]
+    config["single_spec"] = True
+    try:
+        yield
+    finally:
+        config["single_spec"] = single_spec

@@ -31,14 +31,6 @@ def test_a_possible_builtin_option_is_accepted(tiny_data):
     assert config["n_heads"] == 4
 
 
-@pytest.mark.parametrize("option", ["--nproc=2", "--world_size=4"])
-def test_distributed_options_are_refused_not_ignored(tmp_path, monkeypatch, capsys, option):
-    monkeypatch.chdir(tmp_path)
-    assert cli.main(["--model=SASRec", "--dataset=ml-100k", option]) == 2
-    assert "distributed training (RecBole's --nproc / --world_size) is not supported" in capsys.readouterr().err
-    assert os.listdir(tmp_path) == []
-
-
 def test_a_builtin_is_checked_only_on_the_options_it_has():
     """A built-in with heads and a width but no n_layers is not asked for one."""
     from types import SimpleNamespace

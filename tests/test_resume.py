@@ -47,7 +47,7 @@ def test_a_resume_without_the_random_streams_differs(tiny_data, in_tmp_dir, monk
     config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=10, seed=5, hidden_dropout_prob=0.5)
     whole = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "whole"})
     killed = one_thread_run(config_dict={**config, "epochs": KILLED_AFTER, "checkpoint_dir": "killed"})
-    monkeypatch.setattr(trainers, "restore_random_state", lambda state, train_data: None)
+    monkeypatch.setattr(trainers, "restore_random_state", lambda state, train_data, process_state=None: None)
     resumed = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "killed"}, resume_file=killed["saved_model_file"])
     assert resumed["test_result"] != whole["test_result"] or resumed["best_valid_result"] != whole["best_valid_result"]
 

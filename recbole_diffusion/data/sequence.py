@@ -30,6 +30,7 @@ import torch
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.interaction import Interaction
 
+from recbole_diffusion.distributed import rank_and_world
 from recbole_diffusion.errors import OptionChecks
 
 
@@ -135,6 +136,9 @@ class SequenceTrainDataLoader(AbstractDataLoader):
             order = self._rng.permutation(self.sample_size)
         order = order[np.argsort(self.win_lengths[order], kind="stable")]
         budget = self.config["train_batch_size"]
+        distributed = not self.config["single_spec"]
+        if distributed:  # as RecBole's loaders: train_batch_size is the batch of all ranks together
+            budget = max(1, budget // rank_and_world()[1])
         batches, current, used = [], [], 0
         for idx in order:
             length = int(self.win_lengths[idx])
@@ -147,8 +151,12 @@ class SequenceTrainDataLoader(AbstractDataLoader):
             batches.append(current)
         if self.shuffle:
             batches = [batches[i] for i in self._rng.permutation(len(batches))]
-        if not self.config["single_spec"]:
-            batches = batches[self.config["local_rank"] :: self.config["world_size"]]
+        if distributed:
+            # every rank must take the same number of steps (each step all-reduces gradients): the
+            # plan is padded with its first batches, as torch's DistributedSampler pads its samples
+            rank, world = rank_and_world()
+            batches += batches[: (-len(batches)) % world]
+            batches = batches[rank::world]
         return batches
 
     def __len__(self):

@@ -9,7 +9,7 @@ from recbole_diffusion.diffusion.embeddings import (
     SinusoidalStepEmbedding,
     sinusoidal_step_embedding,
 )
-from recbole_diffusion.diffusion.gaussian import GaussianDiffusion
+from recbole_diffusion.diffusion.gaussian import GaussianDiffusion, evaluation_generator
 from recbole_diffusion.diffusion.schedules import (
     SCHEDULES,
     alphas_cumprod_from_betas,
@@ -25,6 +25,7 @@ __all__ = [
     "StepImportanceSampler",
     "alphas_cumprod_from_betas",
     "betas_from_alphas_cumprod",
+    "evaluation_generator",
     "make_betas",
     "sinusoidal_step_embedding",
     "uniform_steps",

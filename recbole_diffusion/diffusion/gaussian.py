@@ -31,6 +31,15 @@ from torch import nn
 from recbole_diffusion.diffusion.schedules import alphas_cumprod_from_betas, make_betas
 
 
+def evaluation_generator(seed):
+    """The noise source of one scoring call at evaluation: a CPU generator seeded with ``seed``.
+
+    A fresh one per call (per evaluation batch) makes a user's noise depend only on its batch,
+    not on the batches scored before it: the same in every evaluation, and the same whether one
+    process scores every batch or several processes share them."""
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
 def _randn(shape, generator, device, dtype):
     # Draw on the generator's own device, then move: a CPU generator then gives the same numbers
     # whether the model runs on CPU or GPU, which keeps seeded evaluation comparable.

@@ -26,7 +26,9 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, StepImportanceSampler, make_betas
+from recbole_diffusion.diffusion import (
+    SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, StepImportanceSampler, evaluation_generator, make_betas,
+)
 from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -495,7 +497,7 @@ class DiffRec(SequentialRecommender):
         ``full_chain`` runs the ancestral reverse chain N -> 1 (Algorithm 2).
         """
         if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(self.inference_seed)
+            generator = evaluation_generator(self.inference_seed)
         history, slot = self._prefix_inputs(item_seq, item_seq_len)
         batch, draws, dim = history.size(0), self.n_inference_draws, self.hidden_size
         n_sample_steps = 1 if self.inference == "one_step" else None

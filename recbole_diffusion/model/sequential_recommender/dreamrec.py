@@ -25,7 +25,7 @@ from torch import nn
 
 from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, uniform_steps
+from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, evaluation_generator, uniform_steps
 from recbole_diffusion.layers import full_softmax_ce
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -125,11 +125,11 @@ class DreamRec(SequentialRecommender):
         shared strided sampler (Song et al., ICLR 2021, Eq. 12/16) over S evenly spaced steps;
         ``sample_eta`` 1 is the ancestral posterior of the respaced chain, 0 deterministic DDIM.
         S = T (or null) with eta 1 is exactly the paper's full chain.
-    NOTE: Evaluation is reproducible: the sampling noise comes from a CPU ``torch.Generator``
-        seeded with ``seed`` and re-seeded each time the model enters eval mode (RecBole's
-        trainer calls ``eval()`` at the start of every evaluation), so an evaluation of the same
-        weights on the same batches always draws the same noise. Results still depend on that
-        noise (one sample per user, as the authors).
+    NOTE: Evaluation is reproducible: the sampling noise of every scoring call (one evaluation
+        batch) comes from a CPU ``torch.Generator`` seeded with ``seed``
+        (``diffusion.evaluation_generator``), so the same weights on the same batches always draw
+        the same noise, in one process or several. Results still depend on that noise (one
+        sample per user, as the authors).
     NOTE: ``predict`` (sampled evaluation) generates one oracle per distinct history in the batch
         and scores every candidate of that history against it, so a user's candidates are ranked
         against the same sample.
@@ -191,7 +191,6 @@ class DreamRec(SequentialRecommender):
         self.diffusion = GaussianDiffusion.from_schedule(
             self.noise_schedule, self.n_diffusion_steps, **_SCHEDULE_KWARGS.get(self.noise_schedule, {})
         )
-        self._generator = None
 
         # initialisation (Linear layers keep PyTorch's default, as the authors')
         for weight in (self.item_embedding.weight, self.position_embedding.weight, self.null_embedding):
@@ -332,27 +331,15 @@ class DreamRec(SequentialRecommender):
         return self.diffusion_loss(condition, target_items)
 
     # ------------------------------------------------------------------ generation
-    def train(self, mode=True):
-        # entering eval mode re-seeds the sampling noise: every evaluation draws the same noise
-        if not mode:
-            self._generator = None
-        return super().train(mode)
-
-    def reset_sampling_generator(self, seed=None):
-        """Re-seed the evaluation noise (with ``seed``, default the config's ``seed``)."""
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(self.sample_seed if seed is None else seed)
-        return self._generator
-
     @torch.no_grad()
     def generate(self, condition, generator=None, n_sample_steps=None, eta=None):
         """Oracle item embeddings [B, d] by the guided reverse chain (Algorithm 2).
 
-        ``generator`` defaults to the model's seeded evaluation generator; ``n_sample_steps`` and
+        ``generator`` defaults to a fresh generator seeded with ``seed``; ``n_sample_steps`` and
         ``eta`` default to the configured ``n_sample_steps`` and ``sample_eta``.
         """
         if generator is None:
-            generator = self._generator if self._generator is not None else self.reset_sampling_generator()
+            generator = evaluation_generator(self.sample_seed)
         return self.diffusion.sample(
             lambda x_t, t: self.guided_x0(x_t, condition, t),
             shape=condition.shape,
