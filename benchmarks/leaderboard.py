@@ -679,11 +679,6 @@ def render(dataset, results_dir, resamples):
 
 
 # ============================================================================ main
-def shown_path(path):
-    """``path`` relative to the repository, as the page may show it."""
-    return os.path.relpath(os.path.abspath(path), REPO)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
