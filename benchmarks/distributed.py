@@ -19,8 +19,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "benchmarks", "results", "distributed")
-PAGE = os.path.join(REPO, "benchmarks", "results", "distributed.md")
+RESULTS_DIR = os.path.join(REPO, "benchmarks", "results")
 
 # the leaderboard's settings for each model (whole-sequence training for RecBole's SASRec)
 MODEL_SETTINGS = {"SASRec": {"train_mode": "sequence", "train_batch_size": 256}}
@@ -37,11 +36,14 @@ def build_parser():
     parser.add_argument("--port", type=int, default=29517)
     parser.add_argument("--redo", action="store_true", help="rerun stored runs")
     parser.add_argument("--render", action="store_true", help="only rewrite the page from the stored runs")
+    parser.add_argument("--results_dir", default=RESULTS_DIR, help="where distributed.md and distributed/ go")
+    parser.add_argument("--work_dir", default=os.path.join(REPO, "benchmarks", "logs", "distributed"),
+                        help="checkpoints and logs")
     return parser
 
 
-def run_file(dataset, model, nproc):
-    return os.path.join(RESULTS, f"{dataset}-{model}-nproc{nproc}.json")
+def run_file(results, dataset, model, nproc):
+    return os.path.join(results, f"{dataset}-{model}-nproc{nproc}.json")
 
 
 def one_run(args, model, nproc):
@@ -54,16 +56,21 @@ def one_run(args, model, nproc):
     config = {
         "data_path": os.path.abspath(args.data_path), "epochs": args.epochs, "eval_step": args.epochs,
         "stopping_step": args.epochs, "seed": args.seed, "show_progress": False,
-        "checkpoint_dir": os.path.join(REPO, "benchmarks", "logs", "distributed"),
+        "checkpoint_dir": os.path.join(os.path.abspath(args.work_dir), "saved"),
         **MODEL_SETTINGS.get(model, {}),
     }
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by every spawned process
     torch.set_num_threads(threads)
-    start = time.perf_counter()
-    if nproc == 1:
-        result = run(model=model, dataset=args.dataset, config_dict=config, verbose=False)
-    else:
-        result = run(model=model, dataset=args.dataset, config_dict=config, verbose=False, nproc=nproc, port=args.port)
+    start, cwd = time.perf_counter(), os.getcwd()
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.chdir(args.work_dir)  # RecBole's log folder
+    try:
+        if nproc == 1:
+            result = run(model=model, dataset=args.dataset, config_dict=config, verbose=False)
+        else:
+            result = run(model=model, dataset=args.dataset, config_dict=config, verbose=False, nproc=nproc, port=args.port)
+    finally:
+        os.chdir(cwd)
     wall = time.perf_counter() - start
     return {
         "model": model, "dataset": args.dataset, "nproc": nproc, "threads_per_process": threads, "cores": cores,
@@ -108,12 +115,12 @@ def render(dataset_runs):
     return "\n".join(lines)
 
 
-def stored_runs():
+def stored_runs(results):
     runs = {}
-    if os.path.isdir(RESULTS):
-        for name in sorted(os.listdir(RESULTS)):
+    if os.path.isdir(results):
+        for name in sorted(os.listdir(results)):
             if name.endswith(".json"):
-                with open(os.path.join(RESULTS, name), encoding="utf-8") as handle:
+                with open(os.path.join(results, name), encoding="utf-8") as handle:
                     record = json.load(handle)
                 runs.setdefault(record["dataset"], []).append(record)
     return runs
@@ -123,11 +130,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from recbole_diffusion.files import atomic_path
 
-    os.makedirs(RESULTS, exist_ok=True)
+    results, page = os.path.join(args.results_dir, "distributed"), os.path.join(args.results_dir, "distributed.md")
+    os.makedirs(results, exist_ok=True)
     if not args.render:
         for model in args.models:
             for nproc in args.nproc:
-                path = run_file(args.dataset, model, nproc)
+                path = run_file(results, args.dataset, model, nproc)
                 if os.path.exists(path) and not args.redo:
                     print(f"{model} nproc={nproc}: stored")
                     continue
@@ -136,9 +144,9 @@ def main(argv=None):
                 with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
                     json.dump(record, handle, indent=1)
                 print(f"    {sum(record['epoch_seconds']) / args.epochs:.1f} s/epoch, test NDCG@10 {record['test_ndcg10']:.4f}", flush=True)
-    with atomic_path(PAGE) as tmp, open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(render(stored_runs()))
-    print(f"wrote {os.path.relpath(PAGE, REPO)}")
+    with atomic_path(page) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(render(stored_runs(results)))
+    print(f"wrote {page}")
     return 0
 
 

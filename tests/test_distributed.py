@@ -204,3 +204,23 @@ def test_rank_batches_cover_every_batch_once_in_the_one_process_layout():
     assert shares == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9]]
     assert [len(RankBatchSampler(10, 3, rank, 2)) for rank in (0, 1)] == [6, 4]
     assert torch.equal(torch.tensor(sorted(shares[0] + shares[1])), torch.arange(10))
+
+
+def test_benchmark_compares_one_and_two_processes_and_resumes(tiny_data, tmp_path):
+    """benchmarks/distributed.py end to end on tiny data: a run per process count, stored; a second
+    call trains nothing and rewrites the same page."""
+    data_path, name = tiny_data
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "distributed.py"), f"--dataset={name}",
+               f"--data_path={data_path}", "--models", "SASRec", "--nproc", "1", "2", "--epochs=1",
+               f"--port={free_port()}", f"--results_dir={tmp_path / 'results'}", f"--work_dir={tmp_path / 'work'}"]
+    env = {**os.environ, "PYTHONPATH": REPO}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = sorted(os.listdir(tmp_path / "results" / "distributed"))
+    assert stored == [f"{name}-SASRec-nproc1.json", f"{name}-SASRec-nproc2.json"]
+    page = (tmp_path / "results" / "distributed.md").read_text(encoding="utf-8")
+    rows = [line for line in page.splitlines() if line.startswith("| `SASRec`")]
+    assert len(rows) == 2 and rows[0].split("|")[2].strip() == "1" and rows[1].split("|")[2].strip() == "2"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and again.stdout.count(": stored") == 2
+    assert (tmp_path / "results" / "distributed.md").read_text(encoding="utf-8") == page
