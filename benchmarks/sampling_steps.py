@@ -11,7 +11,7 @@ this restores the checkpoint (read with ``weights_only=True``; its stored config
 the data, ``--data_path`` tells where the data lies now) and evaluates the same weights once per
 S, with ``n_sample_steps=S`` in the model's configuration and the project's Trainer: the full-sort
 evaluation that training and ``benchmarks/run.py`` use, with the metrics of the dataset's YAML.
-Every S draws its noise from the model's seeded evaluation generator, from the same seed.
+Every S draws its noise from the model's evaluation generator, seeded alike at every scoring call.
 
 It writes (replaces) the section ``--section`` of ``benchmarks/results/runs/<dataset>.md`` and the raw
 numbers in ``benchmarks/results/runs/<dataset>-<section>.json`` with ``run.py``'s markers, lock and
@@ -324,7 +324,7 @@ def evaluate_all(plan, split, repeats, users=None, log=print):
         row = {key: value for key, value in plan["rows"][index].items() if key != "where"}
         row.update({
             "metrics": done[0][0],
-            # the generator is re-seeded at every evaluation, so repeats must agree
+            # the generator is seeded at every scoring call, so repeats must agree
             "metrics_identical_across_repeats": all(m == done[0][0] for m, _, _ in done),
             "seconds_each": seconds,
             "seconds": statistics.median(seconds),
@@ -400,7 +400,7 @@ def render_section(state):
         )
     if variants:
         evaluation = (
-            "; the model's evaluation noise from its own seeded generator, re-seeded at every evaluation, "
+            "; the model's evaluation noise from its own generator, seeded alike at every scoring call (batch), "
             "the same seed for every row unless a variant sets it."
         )
         timing = "model inference for every user, scoring every item, top-k, metrics"
