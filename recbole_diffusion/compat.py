@@ -29,9 +29,11 @@ Workarounds, each with the upstream break it answers:
 - RecBole's multi-process route is GPU-only: ``Config._init_device`` always joins the process
   group with NCCL and pins ``cuda:<local_rank>``, and ``AbstractTrainer`` wraps the model in
   ``DistributedDataParallel(model, device_ids=[local_rank])``, which torch refuses for a CPU
-  module. A process that has no GPU to use (``gpu_id`` empty or CUDA unavailable) joins with
-  gloo on the CPU instead, and its model is wrapped without ``device_ids``; with a GPU, RecBole's
-  own code runs unchanged (:func:`_patch_distributed`).
+  module (and converts BatchNorm layers to ``SyncBatchNorm``, which runs on CUDA only). A
+  process that has no GPU to use (``gpu_id`` empty or CUDA unavailable) joins with gloo on the
+  CPU instead, and its model is wrapped without ``device_ids`` or ``SyncBatchNorm``; with a GPU,
+  RecBole's own code runs unchanged (:func:`_patch_distributed`). Ranks other than 0 open no
+  TensorBoard event file (RecBole's trainer opens one in every process).
 """
 
 import warnings
@@ -177,15 +179,38 @@ def _patch_distributed():
     _init_device._recbole_diffusion_patch = True
     configurator.Config._init_device = _init_device
 
-    ddp = recbole_trainer.DistributedDataParallel
+    original_trainer_init = recbole_trainer.AbstractTrainer.__init__
 
-    def distributed_data_parallel(module, device_ids=None, **kwargs):
-        # device_ids name GPUs; torch refuses them for a module on the CPU
-        if device_ids is not None and all(p.device.type == "cpu" for p in module.parameters()):
-            device_ids = None
-        return ddp(module, device_ids=device_ids, **kwargs)
+    def trainer_init(self, config, model):
+        if config["single_spec"] or any(p.device.type != "cpu" for p in model.parameters()):
+            return original_trainer_init(self, config, model)
+        # RecBole's four lines for a model on the CPU: no device_ids (they name GPUs), and no
+        # SyncBatchNorm (CUDA only; each rank keeps plain BatchNorm statistics, and DDP hands
+        # rank 0's buffers to every rank at each step)
+        self.config = config
+        self.model = model
+        self.distributed_model = recbole_trainer.DistributedDataParallel(model)
 
-    recbole_trainer.DistributedDataParallel = distributed_data_parallel
+    recbole_trainer.AbstractTrainer.__init__ = trainer_init
+
+    # RecBole's Trainer opens a TensorBoard event file in every process; only rank 0 writes files
+    original_get_tensorboard = recbole_trainer.get_tensorboard
+
+    def get_tensorboard(logger):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return _NoWriter()
+        return original_get_tensorboard(logger)
+
+    recbole_trainer.get_tensorboard = get_tensorboard
+
+
+class _NoWriter:
+    """A TensorBoard ``SummaryWriter`` that writes nothing (ranks other than 0)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def load_checkpoint(path, map_location="cpu"):

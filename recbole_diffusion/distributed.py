@@ -146,29 +146,39 @@ def check_port_free(ip, port, group_offset):
 
 def spawn_ranks(worker, nproc, payload):
     """Run ``worker(rank, payload, queue)`` in ``nproc`` fresh processes and return what rank 0
-    put in the queue. If any rank fails, every rank is stopped (``torch.multiprocessing.spawn``
-    terminates the others) and the first reported error is raised here: with its own type and
-    message for this plugin's errors, as a ``RuntimeError`` naming the rank otherwise."""
+    put in the queue. If any rank fails, every rank is stopped (``torch.multiprocessing``
+    terminates the others) and the error is raised here: with its own type and message for this
+    plugin's errors, as a ``RuntimeError`` naming the rank otherwise."""
     queue = mp.get_context("spawn").SimpleQueue()
+    reports = []
+    context = mp.start_processes(worker, args=(payload, queue), nprocs=nproc, join=False, start_method="spawn")
     try:
-        mp.spawn(worker, args=(payload, queue), nprocs=nproc, join=True)
+        # the queue is read while the processes run: a large result would otherwise block its writer
+        while not context.join(timeout=0.5):
+            reports += _drain(queue)
     except Exception as exc:  # noqa: BLE001 -- re-raised below with the rank's own message
-        reports = _drain(queue)
-        errors = [r for r in reports if "error" in r]
-        if not errors:
-            raise RuntimeError(f"a training process ended abnormally: {str(exc).strip().splitlines()[0]}") from None
-        # a rank that fails first makes the others fail on a closed connection: its report wins
-        plugin_names = {cls.__name__ for cls in _plugin_error_types()}
-        first = min(errors, key=lambda r: (r["error"] not in plugin_names, r["rank"]))
-        message = f"rank {first['rank']}: {first['message']}"
-        error_type = {cls.__name__: cls for cls in _plugin_error_types()}.get(first["error"])
-        if error_type is not None:
-            raise error_type(message) from None
-        if first["error"] == "FileNotFoundError":
-            raise FileNotFoundError(message) from None
-        raise RuntimeError(f"{first['error']} in {message}\n{first['traceback']}") from None
-    results = [r["result"] for r in _drain(queue) if "result" in r]
+        reports += _drain(queue)
+        raise _rank_error(exc, [r for r in reports if "error" in r]) from None
+    reports += _drain(queue)
+    results = [r["result"] for r in reports if "result" in r]
     return results[0] if results else None
+
+
+def _rank_error(exc, errors):
+    """The error to raise for a failed launch: a plugin error first (it names its cause), then the
+    report of the rank whose failure ended the launch, then the lowest rank's; a process that died
+    without a report (killed, out of memory) is named with its exit."""
+    if not errors:
+        return RuntimeError(f"a training process ended abnormally: {str(exc).strip().splitlines()[0]}")
+    plugin_types = {cls.__name__: cls for cls in _plugin_error_types()}
+    failed = getattr(exc, "error_index", None)
+    first = min(errors, key=lambda r: (r["error"] not in plugin_types, r["rank"] != failed, r["rank"]))
+    message = f"rank {first['rank']}: {first['message']}"
+    if first["error"] in plugin_types:
+        return plugin_types[first["error"]](message)
+    if first["error"] == "FileNotFoundError":
+        return FileNotFoundError(message)
+    return RuntimeError(f"{first['error']} in {message}\n{first['traceback']}")
 
 
 def _drain(queue):

@@ -402,6 +402,12 @@ class RankBatchSampler(torch.utils.data.Sampler):
         )
 
 
+def rank_batch_size(batch_size, n_samples, world):
+    """The evaluation batch size under ``world`` ranks: the configured one, or smaller when that
+    would give fewer batches than ranks (every rank needs one: the ranks evaluate together)."""
+    return max(1, min(batch_size, n_samples // world))
+
+
 def shard_eval_loader(loader):
     """Make ``loader`` (an evaluation loader built with the one-process layout) yield only this
     rank's whole batches (:class:`RankBatchSampler`); with fewer batches than ranks, the batches
@@ -415,7 +421,7 @@ def shard_eval_loader(loader):
             f"the evaluation data has {n_samples} row(s), fewer than the {world} processes that would share it; "
             "run fewer processes (--nproc)"
         )
-    batch_size = min(loader.batch_sampler.batch_size, math.ceil(n_samples / world))
+    batch_size = rank_batch_size(loader.batch_sampler.batch_size, n_samples, world)
     # the torch DataLoader's own sampler cannot be replaced after it is built; its batch sampler's can
     loader.batch_sampler.sampler = RankBatchSampler(n_samples, batch_size, rank, world)
     loader.batch_sampler.batch_size = batch_size

@@ -25,7 +25,7 @@ from recbole_diffusion.utils import create_dataset, data_preparation, get_model,
 
 def build_model(config, train_data):
     """Instantiate the configured model on ``train_data``'s dataset, seeded as RecBole does."""
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + distributed.rank_and_world()[0], config["reproducibility"])  # RecBole: + local_rank
     model_class = get_sequence_model(config, get_model(config["model"]))
     return model_class(config, train_data._dataset).to(config["device"])
 
@@ -76,6 +76,7 @@ def run(
     distributed.check_process_count(nproc, config)
     distributed.check_port_free(ip, port, group_offset)
     resolve_dataset(config)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)  # every rank's RecBole trainer would race to make it
     launch = {"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset}
     payload = {
         "model": model, "dataset": dataset, "config_file_list": config_file_list,
@@ -95,7 +96,7 @@ def _rank_main(local_rank, payload, queue):
             config_dict={**payload["config_dict"], "local_rank": local_rank},
         )
         result = _run_process(config, payload["saved"], payload["verbose"], False, payload["resume_file"])
-        if local_rank == 0:
+        if distributed.rank_and_world()[0] == 0:
             queue.put({"result": result})
     except BaseException as exc:
         distributed.report_error(queue, local_rank, exc)
@@ -110,7 +111,7 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
     init_seed(config["seed"], config["reproducibility"])
     # the dataset is checked and built before logging starts, so bad input ends in one paragraph
     dataset = create_dataset(config)
-    if config["local_rank"] == 0:
+    if distributed.rank_and_world()[0] == 0:
         init_logger(config)  # ranks other than 0 write no log file; their errors reach the console
     logger = getLogger()
     if not verbose:
@@ -173,7 +174,7 @@ def _check_resume_file(resume_file):
 
 def _rank_report(config, train_data):
     return {
-        "rank": config["local_rank"] + (config["offset"] or 0) if not config["single_spec"] else 0,
+        "rank": distributed.rank_and_world()[0],
         "pid": os.getpid(),
         "device": str(config["device"]),
         "train_batches": len(train_data),

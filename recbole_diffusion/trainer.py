@@ -91,7 +91,9 @@ def restore_random_state(state, train_data, process_state=None):
         version, internal, gauss = json.loads(process_state["python"])
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in process_state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(process_state["cuda"])
+            # one state per GPU the writing process saw; a process that sees fewer takes the first
+            for device, cuda_state in enumerate(process_state["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(cuda_state, device)
     if "loader_generator" in state:
         train_data.generator.set_state(state["loader_generator"])
     if "loader" in state:
@@ -177,7 +179,7 @@ class SafeCheckpointMixin:
         # every rank calls this at the same point; under torch.distributed rank 0 writes, with the
         # random streams of every rank, so that a resumed run gives each rank its own again
         rank_states = all_gather_objects(random_state(self._train_data)) if is_distributed() else None
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if rank_and_world()[0] != 0:  # the global rank: a second machine's first process writes nothing
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = self._checkpoint_state(epoch)

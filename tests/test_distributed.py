@@ -91,6 +91,7 @@ def test_two_gloo_processes_train_and_evaluate_as_one(model, tiny_data, two_doma
     assert os.listdir(tmp_path / "saved") == [os.path.basename(result["saved_model_file"])]
     logs = [f for _, _, files in os.walk(tmp_path / "log") for f in files]
     assert logs == [os.path.basename(result["log_file"])]
+    assert len(os.listdir(tmp_path / "log_tensorboard")) == 1  # rank 0's
     text = open(result["log_file"], encoding="utf-8").read()
     assert "world_size = 2" in text and "rank 0 of 2" in text and "rank 1 of 2" in text
     assert "the same on all 2 ranks" in text
@@ -177,7 +178,7 @@ def test_a_rank_that_fails_stops_every_rank_and_its_error_is_raised(tiny_data, t
     broken.mkdir(parents=True)
     (broken / "broken.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t2\n", encoding="utf-8")
     config = tiny_config((str(tmp_path / "data"), "broken"))
-    with pytest.raises(DataError, match="rank 0: .*broken.inter"):
+    with pytest.raises(DataError, match=r"rank \d: .*broken.inter, line 2"):
         run_in(tmp_path, model="SASRec", config_dict=config, nproc=2, port=free_port())
     assert children_of_this_process() == []
 
@@ -224,3 +225,20 @@ def test_benchmark_compares_one_and_two_processes_and_resumes(tiny_data, tmp_pat
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and again.stdout.count(": stored") == 2
     assert (tmp_path / "results" / "distributed.md").read_text(encoding="utf-8") == page
+
+
+@pytest.mark.parametrize("world", [2, 3, 4, 7])
+@pytest.mark.parametrize("n", [1, 2, 5, 9, 40])
+def test_shares_of_more_ranks_than_batches(world, n):
+    """Every rank has at least one evaluation batch and the same number of training steps, also
+    with more ranks than the one-process layout has batches (the CI runs only two processes)."""
+    from recbole_diffusion.data.sequence import even_shares
+    from recbole_diffusion.evaluation import RankBatchSampler, rank_batch_size
+
+    if n >= world:
+        size = rank_batch_size(256, n, world)
+        shares = [list(RankBatchSampler(n, size, rank, world)) for rank in range(world)]
+        assert all(shares) and sorted(i for share in shares for i in share) == list(range(n))
+    plan = even_shares(list(range(n)), world)
+    steps = {len(plan[rank::world]) for rank in range(world)}
+    assert len(steps) == 1 and set(plan) == set(range(n))

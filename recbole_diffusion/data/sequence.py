@@ -34,6 +34,13 @@ from recbole_diffusion.distributed import rank_and_world
 from recbole_diffusion.errors import OptionChecks
 
 
+def even_shares(batches, world):
+    """``batches`` repeated from the start up to a multiple of ``world``, so that every rank's
+    share (every ``world``-th batch) has the same length."""
+    padded = -(-len(batches) // world) * world
+    return [batches[i % len(batches)] for i in range(padded)]
+
+
 def target_field(config):
     """Name of the per-position target field of a sequence batch."""
     return "target_" + config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
@@ -155,8 +162,7 @@ class SequenceTrainDataLoader(AbstractDataLoader):
             # every rank must take the same number of steps (each step all-reduces gradients): the
             # plan is padded with its first batches, as torch's DistributedSampler pads its samples
             rank, world = rank_and_world()
-            batches += batches[: (-len(batches)) % world]
-            batches = batches[rank::world]
+            batches = even_shares(batches, world)[rank::world]
         return batches
 
     def __len__(self):
