@@ -186,6 +186,8 @@ def target_ranks(scores, positive_u, positive_i, max_k):
     which no metric at k <= ``max_k`` can tell from RecBole's.
     """
     n_rows = scores.size(0)
+    if positive_u is None or scores.dim() != 2:  # a value-based (CTR) evaluation: scores, no ranking
+        return None
     if positive_u.numel() != n_rows or not bool((torch.bincount(positive_u, minlength=n_rows) == 1).all()):
         return None
     target = torch.empty(n_rows, dtype=torch.long, device=positive_i.device)

@@ -110,3 +110,13 @@ def test_bad_thresholds_are_refused_at_start(mixed_lengths, in_tmp_dir, value):
 
     with pytest.raises(ConfigError, match="sparse_users"):
         _setup(mixed_lengths, sparse_users=value)
+
+
+def test_a_value_based_evaluation_has_no_ranks():
+    """RecBole's CTR models (NFM, DCN, ...) are evaluated on scores and labels, without positive
+    items: the collector keeps no ranks for them instead of failing."""
+    import torch
+
+    from recbole_diffusion.evaluation import target_ranks
+
+    assert target_ranks(torch.rand(6), None, None, 10) is None
