@@ -61,7 +61,8 @@ def run(
     ``log_file`` (RecBole's log of the run),
     ``epoch_seconds``, ``eval_seconds``, ``dataset_statistics`` (users, items and interactions
     after filtering), ``ranks`` (one dict per process: its rank, pid, device, training batches
-    per epoch and the digest of its model state after training); with ``return_trainer`` also
+    per epoch, the seed of its torch stream and the digest of its model state after training);
+    with ``return_trainer`` also
     ``trainer``.
     """
     if nproc == 1 and world_size <= 0:  # RecBole's test for one process
@@ -178,6 +179,8 @@ def _rank_report(config, train_data):
         "pid": os.getpid(),
         "device": str(config["device"]),
         "train_batches": len(train_data),
+        # each rank's own random streams (dropout, noise): RecBole seeds them with seed + rank
+        "torch_seed": torch.initial_seed(),
     }
 
 

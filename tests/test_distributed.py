@@ -83,6 +83,7 @@ def test_two_gloo_processes_train_and_evaluate_as_one(model, tiny_data, two_doma
     assert [r["rank"] for r in ranks] == [0, 1] and len({r["pid"] for r in ranks}) == 2
     assert ranks[0]["train_batches"] == ranks[1]["train_batches"] > 0
     assert ranks[0]["state_digest"] == ranks[1]["state_digest"]  # the same model on both ranks
+    assert ranks[0]["torch_seed"] != ranks[1]["torch_seed"]  # each with its own random draws
     # (equal zeros would show nothing; one epoch on tiny data hits little)
     assert sum(result["test_result"].values()) + sum(result["best_valid_result"].values()) > 0
     # the metrics gathered over both ranks are those of one process scoring every test user
