@@ -221,10 +221,11 @@ def run_settings(entry, seed, config_files):
     }
 
 
-def checkpoint_references(entry, seed, results_dir, dataset):
+def checkpoint_references(entry, seed, results_dir, dataset, need_files=True):
     """Resolve the entry's ``checkpoint:<label>`` settings for ``seed``: ``({key: checkpoint path},
-    {label: what identifies that stored run})``. The source run must be stored ok with its
-    checkpoint still on disk (:data:`KEEP_CHECKPOINT`); a rerun of it changes this run's key."""
+    {label: what identifies that stored run})``. The source run must be stored ok; with
+    ``need_files`` (the entry is about to train) its checkpoint must still be on disk too
+    (:data:`KEEP_CHECKPOINT`); a rerun of it changes this run's key."""
     paths, sources = {}, {}
     for key, value in entry["overrides"].items():
         if not (isinstance(value, str) and value.startswith(CHECKPOINT_OF)):
@@ -232,7 +233,7 @@ def checkpoint_references(entry, seed, results_dir, dataset):
         label = value[len(CHECKPOINT_OF):]
         source = read_run(run_path(results_dir, dataset, label, seed))
         checkpoint = source and source.get("status") == "ok" and source.get("checkpoint")
-        if not checkpoint or not os.path.isfile(os.path.join(REPO, checkpoint)):
+        if not checkpoint or need_files and not os.path.isfile(os.path.join(REPO, checkpoint)):
             raise UsageError(f"{key}={value} needs {label}'s run of seed {seed} stored with its checkpoint (run {label} first)")
         paths[key] = os.path.join(REPO, checkpoint)
         sources[label] = [source["settings_key"], source["code_hash"], source["finished"]]
@@ -712,7 +713,8 @@ def main(argv=None):
             settings = run_settings(entry, seed, plan["config_files"])
             path = run_path(results_dir, args.dataset, entry["label"], seed)
             try:
-                checkpoints, sources = checkpoint_references(entry, seed, results_dir, args.dataset)
+                # a stored run that is current needs only the source's record, not its checkpoint file
+                checkpoints, sources = checkpoint_references(entry, seed, results_dir, args.dataset, need_files=False)
             except UsageError as exc:
                 failed.append(f"{entry['label']} seed {seed}")
                 print(f"[{done}/{total}] {entry['label']} seed {seed}: not run: {exc}", flush=True)
@@ -736,6 +738,12 @@ def main(argv=None):
                 continue
             if args.fingerprint_stored:
                 print(f"[{done}/{total}] {entry['label']} seed {seed}: not stored for this code (not run: --fingerprint_stored)", flush=True)
+                continue
+            try:
+                checkpoints, _ = checkpoint_references(entry, seed, results_dir, args.dataset)
+            except UsageError as exc:
+                failed.append(f"{entry['label']} seed {seed}")
+                print(f"[{done}/{total}] {entry['label']} seed {seed}: not run: {exc}", flush=True)
                 continue
             print(f"[{done}/{total}] {entry['label']} seed {seed}: running", flush=True)
             # the fingerprint of the code this run starts with (the tree may change while it trains)

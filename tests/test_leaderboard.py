@@ -215,6 +215,12 @@ def test_checkpoint_reference_takes_the_same_seeds_stored_run(tmp_path, monkeypa
     assert sources == {"SASRec": ["k", "c", "t"]}
     with pytest.raises(lb.UsageError, match="seed 8"):
         lb.checkpoint_references(entry, 8, str(tmp_path / "results"), "tiny")
+    # a new checkout has the source's record but not its checkpoint: enough to identify a stored
+    # dependent run (need_files=False), not to train one
+    (tmp_path / "ckpt" / "SASRec.pth").unlink()
+    assert lb.checkpoint_references(entry, 7, str(tmp_path / "results"), "tiny", need_files=False)[1] == sources
+    with pytest.raises(lb.UsageError, match="needs SASRec's run of seed 7 stored with its checkpoint"):
+        lb.checkpoint_references(entry, 7, str(tmp_path / "results"), "tiny")
 
 
 def test_a_missing_source_checkpoint_is_rerun_only_when_a_run_still_needs_it(tmp_path, monkeypatch):
