@@ -1,6 +1,7 @@
 """What a leaderboard run computes, as a short hash: its model trained for two epochs on a small
 synthetic dataset (seeded, one thread, through the same worker as the real run), and every test
-user's rank of its target hashed together with the metrics and the parsed YAMLs.
+user's rank of its target hashed together with the metrics and the parsed YAMLs (for the model's
+own YAML, the values of the sizes the synthetic run overrides; see below).
 
 ``benchmarks/leaderboard.py`` stores this fingerprint beside each run's code hash. A change of the
 code that leaves what a model computes as it was (a module moved, a docstring cut, a helper shared
@@ -14,6 +15,10 @@ Limits, and why they fall on the safe side:
   options, ``sparse_users``, the cross-domain options), not the real dataset's data path: the
   dataset's YAML enters as parsed values (its comments do not count), so a change of a value redoes
   the runs;
+- the model's YAML enters through what the synthetic run does with it, and as parsed values only
+  for the keys the synthetic run overrides (``RUN``: sizes, epochs, batches), whose values it
+  cannot see; so renaming an option, or moving it to another file, keeps the fingerprint when the
+  behaviour stays, while a changed default moves the ranks (or, for a size, the parsed values);
 - settings that point at another run's checkpoint (``checkpoint:<label>``) are left out of the
   synthetic run; the run they point at has a fingerprint of its own, and the settings key of the
   dependent run names it;
@@ -39,6 +44,9 @@ if HERE not in sys.path:
 import run as bench  # noqa: E402
 
 REPO = bench.REPO
+# the definition of the fingerprint (what is hashed); 2: the model YAML counts only for the RUN keys,
+# and the option values the run records (its ``settings``, by name) count through what the run does
+DEFINITION = 2
 NAME = "fingerprint"
 USERS, ITEMS = 120, 40
 # the synthetic run: two epochs, each evaluated, a fixed seed and small sizes so that a fingerprint
@@ -110,14 +118,31 @@ def fingerprint(model, dataset, settings, work_dir=None):
         raise RuntimeError(f"fingerprint run of {model} failed: {record.get('error')}")
     content = {
         key: record.get(key)
-        for key in ("test_result", "best_valid_result", "best_epoch", "epochs_run", "settings", "dataset_statistics", "test_rows")
+        for key in ("test_result", "best_valid_result", "best_epoch", "epochs_run", "dataset_statistics", "test_rows")
     }
+    model_values = parsed_yaml(os.path.join("properties", "model", f"{model}.yaml")) or {}
     content["yaml"] = [
         parsed_yaml(os.path.join("properties", "overall.yaml")),
-        parsed_yaml(os.path.join("properties", "model", f"{model}.yaml")),
+        {key: value for key, value in model_values.items() if key in RUN},
         dataset_values,
     ]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+# Fingerprints of an earlier definition, mapped to this one's: each pair was computed from the
+# same code and settings with both definitions (the file says where and how), so a run stored
+# with the earlier value is that run under this definition.
+UPGRADES_FILE = os.path.join(REPO, "benchmarks", "fingerprint_upgrades.json")
+
+
+def upgraded(value):
+    """``value`` under the current definition: its pair in :data:`UPGRADES_FILE`, else itself."""
+    try:
+        with open(UPGRADES_FILE, encoding="utf-8") as handle:
+            pairs = json.load(handle)["pairs"]
+    except FileNotFoundError:
+        return value
+    return pairs.get(value, value)
 
 
 def main(argv=None):

@@ -287,7 +287,7 @@ def is_current(stored, key, code, reuse_other_code, fingerprint=lambda: None):
         return False
     if reuse_other_code or stored.get("code_hash") == code:
         return True
-    return bool(stored.get("fingerprint")) and stored["fingerprint"] == fingerprint()
+    return bool(stored.get("fingerprint")) and behaviour.upgraded(stored["fingerprint"]) == fingerprint()
 
 
 class Fingerprints:
@@ -303,7 +303,7 @@ class Fingerprints:
     def of(self, entry, overrides, code):
         """The fingerprint, or None (with a warning) when its synthetic run fails."""
         settings = {k: v for k, v in overrides.items() if k != "seed"}
-        key = f"{entry['model']}:{code}:{settings_key(settings)}"
+        key = f"{behaviour.DEFINITION}:{entry['model']}:{code}:{settings_key(settings)}"
         if key not in self.known:
             try:
                 self.known[key] = behaviour.fingerprint(entry["model"], entry["dataset"], settings, self.work_dir)

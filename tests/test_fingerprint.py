@@ -1,6 +1,6 @@
 """The behaviour fingerprint of benchmarks/fingerprint.py: the same for the same code and settings,
 the same after a change that computes the same thing (a comment in a model file), different after a
-change of what the model computes or of a setting."""
+change of what the model computes or of a setting; an option renamed with its readers keeps it."""
 
 import os
 import shutil
@@ -26,10 +26,7 @@ def fingerprint_of(repo, *args):
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory):
     """A copy of the code a fingerprint reads, which a test may edit."""
-    copy = tmp_path_factory.mktemp("repo")
-    for part in ("recbole_diffusion", "properties", "benchmarks"):
-        shutil.copytree(os.path.join(REPO, part), copy / part, ignore=shutil.ignore_patterns("__pycache__", "logs", "results"))
-    return copy
+    return copy_of_repo(tmp_path_factory.mktemp("repo"))
 
 
 def append(path, text):
@@ -49,6 +46,34 @@ def test_fingerprint_follows_behaviour_not_text(repo_copy):
     # full-sort scores in reverse item order: the same training, other ranks
     append(model_file, "\n_scores = DiffRec.full_sort_predict\nDiffRec.full_sort_predict = lambda self, interaction: _scores(self, interaction).flip(-1)\n")
     assert fingerprint_of(str(repo_copy), "--model=DiffRec") != original
+
+
+def copy_of_repo(folder):
+    for part in ("recbole_diffusion", "properties", "benchmarks"):
+        shutil.copytree(os.path.join(REPO, part), folder / part, ignore=shutil.ignore_patterns("__pycache__", "logs", "results"))
+    return folder
+
+
+def replace_in(path, old, new):
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def test_renaming_an_option_keeps_the_fingerprint_and_a_new_default_changes_it(tmp_path):
+    """The model YAML counts through what the run does with it: an option renamed in the YAML and
+    where the model reads it computes the same thing; a changed default does not."""
+    repo = copy_of_repo(tmp_path)
+    model_file = repo / "recbole_diffusion" / "model" / "sequential_recommender" / "diffrec.py"
+    yaml_file = repo / "properties" / "model" / "DiffRec.yaml"
+    original = fingerprint_of(str(repo), "--model=DiffRec")
+
+    replace_in(yaml_file, "n_inference_draws:", "inference_draws:")
+    replace_in(model_file, '"n_inference_draws"', '"inference_draws"')
+    assert fingerprint_of(str(repo), "--model=DiffRec") == original
+
+    replace_in(yaml_file, "inference_draws: 10", "inference_draws: 3")
+    assert fingerprint_of(str(repo), "--model=DiffRec") != original
 
 
 def test_fingerprint_follows_the_settings():

@@ -113,6 +113,24 @@ def test_resumed_leaderboard_skips_stored_runs_and_reruns_changed_ones(board_arg
     assert capsys.readouterr().out.count("other code with the same fingerprint") == 2
     assert stored(results, "Pop")["code_hash"] == "this-code"  # the code that made it
 
+    # a fingerprint of an earlier definition counts as its pair in the upgrade table
+    upgrades = results / "upgrades.json"
+    upgrades.write_text(json.dumps({"pairs": {"definition-1": "behaviour-1"}}))
+    monkeypatch.setattr(lb.behaviour, "UPGRADES_FILE", str(upgrades))
+    record = stored(results, "Pop")
+    record["fingerprint"] = "definition-1"
+    (results / "leaderboard" / "tiny" / "Pop-seed7.json").write_text(json.dumps(record))
+    with monkeypatch.context() as patch:
+        forbid_training(patch)
+        assert lb.main(argv) == 0
+    assert capsys.readouterr().out.count("other code with the same fingerprint") == 2
+    upgrades.write_text(json.dumps({"pairs": {}}))  # without the pair it is another behaviour
+    with monkeypatch.context() as patch:
+        forbid_training(patch)
+        with pytest.raises(AssertionError, match="trained again"):
+            lb.main(argv)
+    upgrades.write_text(json.dumps({"pairs": {"definition-1": "behaviour-1"}}))
+
     # other code that computes something else reruns, unless told to keep the stored runs
     monkeypatch.setattr(lb, "code_hash", lambda model: "third-code")
     fingerprint["value"] = "behaviour-2"
