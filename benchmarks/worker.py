@@ -57,7 +57,6 @@ SETTINGS_KEYS = (
     "train_noise_ratio",
     "augmentation",
     "backbone",
-    "adarec_mode",
 )
 
 

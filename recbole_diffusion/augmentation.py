@@ -218,6 +218,16 @@ def sample_static(item_seq, lengths, operators, ratios, generator=None):
     return sources, anchors
 
 
+def cl4srec_views(item_seq, lengths, crop_ratio, mask_ratio, reorder_ratio, generator=None):
+    """One CL4SRec view per right-padded row (crop, mask or reorder, drawn uniformly; the
+    operators of :func:`sample_static`, which add no items): ``(view ids [B, L], view lengths [B])``,
+    a length being one past the view's last item (:func:`view_lengths`, at least 1)."""
+    ratios = {"crop": crop_ratio, "mask": mask_ratio, "reorder": reorder_ratio, "insert": 0.0, "substitute": 0.0}
+    sources, _ = sample_static(item_seq, lengths, CL4SREC_OPERATORS, ratios, generator)
+    view = gather_slots(keep_last(sources, item_seq.shape[1]), item_seq)
+    return view, view_lengths(view).clamp(min=1)
+
+
 # ----------------------------------------------------------------------------- learned policy
 def interleaved_identity(lengths, seq_width):
     """Sources of the identity in the *interleaved frame* of ``budgeted_assignment``: 2L rows,

@@ -150,43 +150,6 @@ def info_nce(view_a, view_b, temperature=1.0, labels=None):
     return F.cross_entropy(logits, torch.arange(2 * n, device=view_a.device))
 
 
-def random_sequence_views(item_seq, item_len, crop_ratio=0.2, mask_ratio=0.7, reorder_ratio=0.2):
-    """One CL4SRec-style augmented view per right-padded sequence: crop, mask or reorder.
-
-    Each row gets one of the three operators uniformly at random. Crop keeps a random contiguous
-    slice of max(1, ⌊crop_ratio·n⌋) items (moved to the front); mask sets ⌊mask_ratio·n⌋ random
-    items to 0 (padding, as the released ADARec/ICLRec code); reorder shuffles a random contiguous
-    slice of ⌊reorder_ratio·n⌋ items. Returns ``(view [B, L], view_len [B])``.
-    """
-    batch, width = item_seq.shape
-    device = item_seq.device
-    positions = torch.arange(width, device=device).expand(batch, width)
-    lengths = item_len.clamp(min=1)
-    real = positions < item_len.unsqueeze(1)
-
-    crop_len = (crop_ratio * lengths).floor().long().clamp(min=1)
-    crop_start = (torch.rand(batch, device=device) * (lengths - crop_len + 1)).floor().long()
-    crop_index = (crop_start.unsqueeze(1) + positions).clamp(max=width - 1)
-    cropped = item_seq.gather(1, crop_index) * (positions < crop_len.unsqueeze(1))
-
-    n_masked = (mask_ratio * item_len).floor().long()
-    scores = torch.rand(batch, width, device=device).masked_fill(~real, 2.0)
-    rank = scores.argsort(dim=1).argsort(dim=1)
-    masked = item_seq.masked_fill(rank < n_masked.unsqueeze(1), 0)
-
-    span = (reorder_ratio * item_len).floor().long()
-    start = (torch.rand(batch, device=device) * (item_len - span + 1).clamp(min=1)).floor().long()
-    inside = (positions >= start.unsqueeze(1)) & (positions < (start + span).unsqueeze(1))
-    keys = positions.float() + 0.5  # outside the slice: stay in place
-    keys = torch.where(inside, start.unsqueeze(1) + torch.rand(batch, width, device=device) * span.unsqueeze(1), keys)
-    reordered = item_seq.gather(1, keys.argsort(dim=1))
-
-    choice = torch.randint(0, 3, (batch, 1), device=device)
-    view = torch.where(choice == 0, cropped, torch.where(choice == 1, masked, reordered))
-    view_len = torch.where(choice.squeeze(1) == 0, crop_len, item_len)
-    return view, view_len
-
-
 def sample_negative_items(n_items, shape, exclude, max_tries=10):
     """Uniform item ids in 1..n_items-1 of ``shape`` [B, ...], avoiding each row's ``exclude`` [B, M].
 

@@ -1,4 +1,5 @@
-"""ADARec: depth controller, trajectory, router/gate, ablation switches, shared layers, config, runs."""
+"""ADARec (the paper's figure) and ADARecReleased (the authors' code): depth controller, trajectory,
+router/gate, ablation switches, shared layers, config, runs."""
 
 import pytest
 import torch
@@ -8,13 +9,13 @@ from conftest import assert_config_error, tiny_config
 FAST = {"hidden_size": 16, "inner_size": 32, "n_heads": 2, "n_prototypes": 8, "max_depth": 6}
 
 
-def build(tiny_data, **overrides):
+def build(tiny_data, model="ADARec", **overrides):
     """(model, train_data, valid_data) on the tiny dataset."""
     from recbole_diffusion.config import Config
     from recbole_diffusion.quick_start import build_model
     from recbole_diffusion.utils import create_dataset, data_preparation
 
-    config = Config(model="ADARec", config_dict=tiny_config(tiny_data, **{**FAST, **overrides}))
+    config = Config(model=model, config_dict=tiny_config(tiny_data, **{**FAST, **overrides}))
     dataset = create_dataset(config)
     train_data, valid_data, _ = data_preparation(config, dataset)
     return build_model(config, train_data), train_data, valid_data
@@ -182,13 +183,13 @@ RELEASED_TERMS = {"rec", "rec_noised", "deno", "expl", "instance", "cont", "clus
         ({"cont_weight": 0.0, "cluster_weight": 0.0}, {"rec", "deno", "expl"}, ("prototypes",)),
         ({"use_augmentation": False}, {"rec", "cont", "cluster"},
          ("controller.", "denoiser.", "router.", "gate.", "moe_experts.", "step_embedding.")),
-        ({"adarec_mode": "released"}, RELEASED_TERMS, ()),
-        ({"adarec_mode": "released", "use_depth_controller": False}, RELEASED_TERMS - {"expl"}, (".controller.",)),
-        ({"adarec_mode": "released", "use_augmentation": False}, {"rec", "instance", "cont", "cluster"},
+        ({"model": "ADARecReleased"}, RELEASED_TERMS, ()),
+        ({"model": "ADARecReleased", "use_depth_controller": False}, RELEASED_TERMS - {"expl"}, (".controller.",)),
+        ({"model": "ADARecReleased", "use_augmentation": False}, {"rec", "instance", "cont", "cluster"},
          (".controller.",)),
-        ({"adarec_mode": "released", "instance_cl_weight": 0.0, "noised_rec_weight": 0.0},
+        ({"model": "ADARecReleased", "instance_cl_weight": 0.0, "noised_rec_weight": 0.0},
          RELEASED_TERMS - {"instance", "rec_noised"}, ()),
-        ({"adarec_mode": "released", "cont_weight": 0.0, "cluster_weight": 0.0},
+        ({"model": "ADARecReleased", "cont_weight": 0.0, "cluster_weight": 0.0},
          RELEASED_TERMS - {"cont", "cluster"}, ("prototypes",)),
     ],
 )
@@ -202,7 +203,7 @@ def test_switching_a_component_off_removes_its_loss_and_parameters(tiny_data, ov
     for piece in gone:
         assert not any(piece in name for name in names), piece
     model.zero_grad()
-    model._weighted_sum(found).backward()
+    model.weighted_sum(found).backward()
     # every parameter that remains is trained by the remaining losses
     dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert dead == [], dead
@@ -245,31 +246,32 @@ def test_info_nce_is_cl4srec_nce_loss():
         torch.testing.assert_close(info_nce(a, b, 0.5, labels=lab), expected)
 
 
-def test_sequence_views_crop_mask_or_reorder_their_sequence():
-    from recbole_diffusion.layers import random_sequence_views
+def test_released_views_are_cl4srec_crop_mask_or_reorder():
+    """ADARecReleased's two views per sequence come from the one static augmentation module."""
+    from recbole_diffusion.augmentation import cl4srec_views
 
     torch.manual_seed(0)
     lengths = torch.randint(1, 21, (300,))
     seq = (torch.arange(1, 21).expand(300, 20) * (torch.arange(20) < lengths[:, None])) + 100 * torch.arange(300)[:, None]
     seq = seq * (torch.arange(20) < lengths[:, None])
-    view, view_len = random_sequence_views(seq, lengths, 0.2, 0.7, 0.2)
+    view, view_len = cl4srec_views(seq, lengths, 0.2, 0.7, 0.2)
     kinds = set()
     for row in range(300):
         n, original, new = int(lengths[row]), seq[row, : lengths[row]].tolist(), view[row].tolist()
         assert all(v == 0 for v in new[int(view_len[row]):]), "right padded"
-        kept = new[: int(view_len[row])]
-        if view_len[row] < n or (n == 1 and kept == original):  # crop: a contiguous slice
-            k = max(1, int(0.2 * n))
-            assert len(kept) == k and any(original[s : s + k] == kept for s in range(n - k + 1))
-            kinds.add("crop")
+        assert new[int(view_len[row]) - 1] != 0 or n == 1, "the length ends at the view's last item"
+        kept = new[:n]
+        k = max(1, int(0.2 * n))
+        if any(original[s : s + k] == new[:k] for s in range(n - k + 1)) and all(v == 0 for v in new[k:]) and k < n:
+            kinds.add("crop")  # a contiguous slice moved to the front
         elif 0 in kept:  # mask: floor(0.7 n) items zeroed, the rest in place
             assert kept.count(0) == int(0.7 * n)
             assert all(v in (0, o) for v, o in zip(kept, original))
             kinds.add("mask")
-        else:  # reorder: a permutation that moves items only inside one slice of floor(0.2 n)
+        else:  # reorder (or a crop / mask that leaves a short sequence as it is): a permutation inside one slice
             assert sorted(kept) == sorted(original)
             moved = [i for i, (v, o) in enumerate(zip(kept, original)) if v != o]
-            assert not moved or moved[-1] - moved[0] < int(0.2 * n)
+            assert not moved or moved[-1] - moved[0] < max(1, int(0.2 * n))
             kinds.add("reorder")
     assert kinds == {"crop", "mask", "reorder"}
 
@@ -284,11 +286,11 @@ def test_negative_samples_avoid_the_row_items():
 
 
 # ----------------------------------------------------------------------------- evaluation
-@pytest.mark.parametrize("mode", ["paper", "released"])
-def test_scores_ignore_trailing_padding(tiny_data, mode):
+@pytest.mark.parametrize("name", ["ADARec", "ADARecReleased"])
+def test_scores_ignore_trailing_padding(tiny_data, name):
     from recbole.data.interaction import Interaction
 
-    model, _, valid_data = build(tiny_data, adarec_mode=mode)
+    model, _, valid_data = build(tiny_data, model=name)
     model.eval()
     batch = next(iter(valid_data))[0]
     item_seq = batch[model.ITEM_SEQ]
@@ -306,13 +308,16 @@ def test_scores_ignore_trailing_padding(tiny_data, mode):
 @pytest.mark.parametrize(
     "override, option",
     [
-        ({"adarec_mode": "figure"}, "adarec_mode"),
+        ({"adarec_mode": "released"}, "adarec_mode"),
         ({"max_depth": 0}, "max_depth"),
         ({"max_depth": 51}, "max_depth"),
         ({"n_diffusion_steps": 8, "max_depth": 10}, "max_depth"),
-        ({"released_depths": [[4, 60]]}, "released_depths"),
-        ({"released_depths": [[]]}, "released_depths"),
-        ({"released_depths": 5}, "released_depths"),
+        ({"model": "ADARecReleased", "expert_depths": [[4, 60]]}, "expert_depths"),
+        ({"model": "ADARecReleased", "expert_depths": [[]]}, "expert_depths"),
+        ({"model": "ADARecReleased", "expert_depths": 5}, "expert_depths"),
+        ({"model": "ADARecReleased", "crop_ratio": 0.0}, "crop_ratio"),
+        ({"model": "ADARecReleased", "mask_ratio": 1.5}, "mask_ratio"),
+        ({"model": "ADARecReleased", "rec_loss": "bpr"}, "rec_loss"),
         ({"noise_schedule": "quadratic"}, "noise_schedule"),
         ({"n_diffusion_steps": 0}, "n_diffusion_steps"),
         ({"gumbel_temperature": 0.0}, "gumbel_temperature"),
@@ -321,38 +326,44 @@ def test_scores_ignore_trailing_padding(tiny_data, mode):
         ({"deno_weight": -1.0}, "deno_weight"),
         ({"n_prototypes": 0}, "n_prototypes"),
         ({"cl_temperature": 0}, "cl_temperature"),
-        ({"crop_ratio": 0.0}, "crop_ratio"),
-        ({"mask_ratio": 1.5}, "mask_ratio"),
         ({"n_heads": 3}, "n_heads"),
         ({"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "train_neg_sample_args"),
     ],
 )
 def test_invalid_settings_fail_in_config_naming_the_option(tiny_data, override, option):
-    assert_config_error("ADARec", tiny_config(tiny_data, **{**FAST, **override}), option)
+    override = dict(override)
+    model = override.pop("model", "ADARec")
+    assert_config_error(model, tiny_config(tiny_data, **{**FAST, **override}), option)
 
 
 def test_defaults_follow_the_released_beauty_command(tiny_data):
     from recbole_diffusion.config import Config
 
-    config = Config(model="ADARec", config_dict={"data_path": tiny_data[0], "dataset": tiny_data[1]})
-    expected = {
-        "adarec_mode": "paper", "train_mode": "sequence", "n_layers": 1, "n_heads": 2, "hidden_dropout_prob": 0.5,
-        "attn_dropout_prob": 0.5, "n_diffusion_steps": 50, "noise_schedule": "linear", "max_depth": 10,
-        "released_depths": [[4, 5], [9, 10]], "noised_rec_weight": 0.5, "deno_weight": 1e-4, "expl_weight": 1e-4,
-        "instance_cl_weight": 0.1, "cont_weight": 0.1, "cluster_weight": 10.0, "n_prototypes": 256,
-        "cl_temperature": 1.0, "learning_rate": 0.001, "train_batch_size": 256, "rec_loss": None,
+    shared = {
+        "train_mode": "sequence", "n_layers": 1, "n_heads": 2, "hidden_dropout_prob": 0.5,
+        "attn_dropout_prob": 0.5, "n_diffusion_steps": 50, "noise_schedule": "linear", "deno_weight": 1e-4,
+        "expl_weight": 1e-4, "cont_weight": 0.1, "cluster_weight": 10.0, "n_prototypes": 256,
+        "cl_temperature": 1.0, "learning_rate": 0.001, "train_batch_size": 256,
     }
-    assert {key: config[key] for key in expected} == expected
+    for model, expected in (
+        ("ADARec", {**shared, "max_depth": 10, "rec_loss": "ce"}),
+        ("ADARecReleased", {
+            **shared, "expert_depths": [[4, 5], [9, 10]], "noised_rec_weight": 0.5, "instance_cl_weight": 0.1,
+            "rec_loss": "bce", "crop_ratio": 0.2, "mask_ratio": 0.7, "reorder_ratio": 0.2,
+        }),
+    ):
+        config = Config(model=model, config_dict={"data_path": tiny_data[0], "dataset": tiny_data[1]})
+        assert {key: config[key] for key in expected} == expected, model
 
 
 # ----------------------------------------------------------------------------- end to end
-@pytest.mark.parametrize("mode, train_mode", [("paper", "sequence"), ("released", "sequence"), ("paper", "prefix")])
-def test_quick_run_trains_and_evaluates(tiny_data, in_tmp_dir, one_thread, mode, train_mode):
+@pytest.mark.parametrize("name, train_mode", [("ADARec", "sequence"), ("ADARecReleased", "sequence"), ("ADARec", "prefix")])
+def test_quick_run_trains_and_evaluates(tiny_data, in_tmp_dir, one_thread, name, train_mode):
     from recbole_diffusion.quick_start import run
 
     result = run(
-        model="ADARec",
-        config_dict=tiny_config(tiny_data, **FAST, adarec_mode=mode, train_mode=train_mode, epochs=2),
+        model=name,
+        config_dict=tiny_config(tiny_data, **FAST, train_mode=train_mode, epochs=2),
         saved=True,
         verbose=False,
     )
