@@ -4,9 +4,9 @@ variants) and write a section.
     python benchmarks/sampling_steps.py --checkpoint=benchmarks/logs/amazon-beauty-dreamrec/DreamRec/saved/X.pth \\
         --steps 500 50 10 --section=dreamrec-sampling-steps --threads=1
     python benchmarks/sampling_steps.py --checkpoint=benchmarks/logs/<dataset>-<section>/DiffRec/saved/X.pth \\
-        --variants inference=full_chain inference=one_step --users 200 --section=diffrec-inference --threads=1
+        --steps 1000 1 --users 200 --section=diffrec-inference --threads=1
 
-For a model with the option ``n_sample_steps`` (DreamRec: S < T runs the shared strided sampler),
+For a model with the option ``n_sample_steps`` (DiffRec and DreamRec: S < T runs the shared strided sampler),
 this restores the checkpoint (read with ``weights_only=True``; its stored configuration rebuilds
 the data, ``--data_path`` tells where the data lies now) and evaluates the same weights once per
 S, with ``n_sample_steps=S`` in the model's configuration and the project's Trainer: the full-sort
@@ -36,7 +36,6 @@ the reference, the warm-up evaluation runs the last one (put the cheapest last).
 model's configuration lacks, a data or evaluation option (RecBole's Dataset and Evaluation
 arguments: every row shares one split and one dataloader), ``model``/``dataset``/``data_path``, a
 variant given twice, or a value the model refuses ends with exit code 2 naming ``--variants``.
-The model need not have ``n_sample_steps`` (DiffRec: ``inference=full_chain inference=one_step``).
 
 ``--users K`` evaluates K users of the split instead of all N: a uniform sample without
 replacement (``torch.randperm`` seeded with the checkpoint's ``seed``) of the split's users in id
@@ -95,7 +94,7 @@ def build_parser():
     rows.add_argument(
         "--variants", nargs="+", metavar="KEY=VALUE[,KEY=VALUE]",
         help="instead of --steps: one row per variant, its model options set over the checkpoint's "
-        "(e.g. inference=full_chain inference=one_step); the first is the reference",
+        "(e.g. sample_eta=1 sample_eta=0); the first is the reference",
     )
     parser.add_argument("--section", required=True, help="section name in the results file")
     parser.add_argument("--dataset_name_for_results", default=None, help="results file <NAME>.md (default: the checkpoint's dataset)")

@@ -12,7 +12,7 @@ import torch
 from conftest import assert_config_error, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = dict(n_diffusion_steps=50, n_inference_draws=3)
+FAST = dict(n_diffusion_steps=50, n_sample_draws=3)
 
 
 def build(tiny_data, split=None, **overrides):
@@ -310,8 +310,8 @@ def test_inference_is_seeded_and_averages_exactly_the_configured_draws(built):
         scores = model.full_sort_predict(batch)
         assert torch.equal(scores, model.full_sort_predict(batch))  # reproducible
         history, slot = model._prefix_inputs(batch["item_id_list"], batch["item_length"])
-        draws = config["n_inference_draws"]
-        generator = torch.Generator().manual_seed(config["inference_seed"])
+        draws = config["n_sample_draws"]
+        generator = torch.Generator().manual_seed(config["sample_seed"])
         x_T = torch.randn(history.size(0), draws, model.hidden_size, generator=generator)
         last = torch.full((history.size(0),), model.n_diffusion_steps - 1)
         probs = []
@@ -322,9 +322,9 @@ def test_inference_is_seeded_and_averages_exactly_the_configured_draws(built):
         assert torch.allclose(scores, expected, atol=1e-5)
         fewer = torch.stack(probs[:-1]).mean(0).log()
         assert not torch.allclose(scores, fewer, atol=1e-3)
-        model.inference_seed += 1
+        model.sample_seed += 1
         assert not torch.allclose(scores, model.full_sort_predict(batch), atol=1e-3)
-        model.inference_seed -= 1
+        model.sample_seed -= 1
     assert scores.shape == (history.size(0), model.n_items)
 
 
@@ -363,11 +363,11 @@ def test_full_chain_runs_the_reverse_process_from_n_to_1(built, monkeypatch):
         return original(history, slot, x_t, t)
 
     monkeypatch.setattr(model, "denoise_slots", counting)
-    monkeypatch.setattr(model, "inference", "full_chain")
+    monkeypatch.setattr(model, "n_sample_steps", None)
     with torch.no_grad():
         chain = model.full_sort_predict(batch)
     assert calls == list(range(model.n_diffusion_steps - 1, -1, -1))
-    monkeypatch.setattr(model, "inference", "one_step")
+    monkeypatch.setattr(model, "n_sample_steps", 1)
     calls.clear()
     with torch.no_grad():
         one = model.full_sort_predict(batch)
@@ -418,8 +418,13 @@ def test_ablation_switches_remove_the_embeddings(tiny_data, split):
     [
         ("n_diffusion_steps", 0, "n_diffusion_steps"),
         ("noise_schedule", "quadratic", "noise_schedule"),
-        ("n_inference_draws", 0, "n_inference_draws"),
-        ("inference", "ddim", "inference"),
+        ("n_sample_draws", 0, "n_sample_draws"),
+        ("n_sample_steps", 0, "n_sample_steps"),
+        ("n_sample_steps", 1001, "n_sample_steps"),
+        ("sample_eta", 1.5, "sample_eta"),
+        ("sample_seed", -1, "sample_seed"),
+        ("inference", "full_chain", "inference"),  # an earlier name: refused, naming the new one
+        ("n_inference_draws", 2, "n_inference_draws"),
         ("noised_items", 0, "noised_items"),
         ("mse_loss_weight", -1.0, "mse_loss_weight"),
         ("rec_loss_weight", -0.5, "rec_loss_weight"),
@@ -482,7 +487,7 @@ def test_command_line_runs_diffrec_with_the_full_chain(tiny_data, tmp_path):
         [
             "--model=DiffRec", f"--dataset={name}", f"--data_path={data_path}", "--epochs=1", "--hidden_size=16",
             "--n_layers=1", "--n_heads=1", "--MAX_ITEM_LIST_LENGTH=20", "--n_diffusion_steps=10",
-            "--n_inference_draws=2", "--inference=full_chain", "--show_progress=False", "--use_gpu=False",
+            "--n_sample_draws=2", "--n_sample_steps=full", "--show_progress=False", "--use_gpu=False",
         ],
         tmp_path,
     )
@@ -494,7 +499,7 @@ def test_hyper_file_is_a_recbole_search_space():
     from recbole.trainer.hyper_tuning import HyperTuning
 
     space = HyperTuning._build_space_from_file(os.path.join(REPO, "hyper", "DiffRec.hyper"))
-    assert set(space) == {"hidden_dropout_prob", "attn_dropout_prob", "learning_rate", "n_inference_draws", "noise_schedule"}
+    assert set(space) == {"hidden_dropout_prob", "attn_dropout_prob", "learning_rate", "n_sample_draws", "noise_schedule"}
 
 
 def test_embedding_init_std_sets_item_and_position_scale(tiny_data):

@@ -20,7 +20,7 @@ FAST_I2VAE = {"hidden_size": 16, "inner_size": 16, "n_layers": 1, "n_cross_heads
 SMALL = {"eval_batch_size": 16, "train_batch_size": 64}
 MODELS = {
     "SASRec": {"train_mode": "sequence"},
-    "DiffRec": {"n_inference_draws": 2},
+    "DiffRec": {"n_sample_draws": 2},
     "DreamRec": {"n_sample_steps": 20, "rounding_loss_weight": 1.0},
     "ADARec": {},
     "AsarRec": {},
@@ -109,7 +109,7 @@ def test_diffrec_step_history_holds_the_steps_of_both_ranks(tiny_data, two_domai
         state = load_checkpoint(result["saved_model_file"])["state_dict"]
         return int(state["step_sampler.loss_count"].sum())
 
-    overrides = {"n_diffusion_steps": 1000, "n_inference_draws": 1}
+    overrides = {"n_diffusion_steps": 1000, "n_sample_draws": 1}
     config = config_of("DiffRec", tiny_data, two_domain, tmp_path / "one")
     one = run_in(_made(tmp_path / "one"), model="DiffRec", config_dict={**config, **overrides})
     config = config_of("DiffRec", tiny_data, two_domain, tmp_path / "two")

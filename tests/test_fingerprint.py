@@ -68,11 +68,11 @@ def test_renaming_an_option_keeps_the_fingerprint_and_a_new_default_changes_it(t
     yaml_file = repo / "properties" / "model" / "DiffRec.yaml"
     original = fingerprint_of(str(repo), "--model=DiffRec")
 
-    replace_in(yaml_file, "n_inference_draws:", "inference_draws:")
-    replace_in(model_file, '"n_inference_draws"', '"inference_draws"')
+    replace_in(yaml_file, "n_sample_draws:", "sample_draws:")
+    replace_in(model_file, '"n_sample_draws"', '"sample_draws"')
     assert fingerprint_of(str(repo), "--model=DiffRec") == original
 
-    replace_in(yaml_file, "inference_draws: 10", "inference_draws: 3")
+    replace_in(yaml_file, "sample_draws: 10", "sample_draws: 3")
     assert fingerprint_of(str(repo), "--model=DiffRec") != original
 
 

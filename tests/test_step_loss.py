@@ -20,7 +20,7 @@ N = 20
 @pytest.fixture(scope="module")
 def trained(tiny_data, tmp_path_factory):
     """A tiny DiffRec trained one epoch (N = 20 steps), saved."""
-    return train_saved("DiffRec", tiny_data, tmp_path_factory.mktemp("trained"), n_diffusion_steps=N, n_inference_draws=2)
+    return train_saved("DiffRec", tiny_data, tmp_path_factory.mktemp("trained"), n_diffusion_steps=N, n_sample_draws=2)
 
 
 def run_script(tmp_path, *args):

@@ -9,7 +9,13 @@ from recbole_diffusion.diffusion.embeddings import (
     SinusoidalStepEmbedding,
     sinusoidal_step_embedding,
 )
-from recbole_diffusion.diffusion.gaussian import GaussianDiffusion, evaluation_generator
+from recbole_diffusion.diffusion.gaussian import (
+    GaussianDiffusion,
+    check_sampling_options,
+    evaluation_generator,
+    sample_steps_option,
+    sampling_options,
+)
 from recbole_diffusion.diffusion.schedules import (
     SCHEDULES,
     alphas_cumprod_from_betas,
@@ -25,8 +31,11 @@ __all__ = [
     "StepImportanceSampler",
     "alphas_cumprod_from_betas",
     "betas_from_alphas_cumprod",
+    "check_sampling_options",
     "evaluation_generator",
     "make_betas",
+    "sample_steps_option",
+    "sampling_options",
     "sinusoidal_step_embedding",
     "uniform_steps",
 ]

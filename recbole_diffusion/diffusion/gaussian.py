@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from recbole_diffusion.diffusion.schedules import alphas_cumprod_from_betas, make_betas
+from recbole_diffusion.errors import ConfigError
 
 
 def evaluation_generator(seed):
@@ -38,6 +39,44 @@ def evaluation_generator(seed):
     not on the batches scored before it: the same in every evaluation, and the same whether one
     process scores every batch or several processes share them."""
     return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+# The evaluation-sampling options of the plugin's diffusion models (DiffRec, DreamRec), one name
+# and one meaning each:
+#   n_sample_steps  S, reverse steps per scoring call; ~ (or null / none / full) = the full chain
+#   sample_eta      1: ancestral posterior steps, 0: deterministic DDIM (only S < N differs)
+#   sample_seed     seed of evaluation_generator; ~ = the run's seed
+RENAMED_SAMPLING_OPTIONS = {
+    "inference": "n_sample_steps (1: one step, the former one_step; ~: the full chain, the former full_chain)",
+    "n_inference_draws": "n_sample_draws",
+    "inference_seed": "sample_seed",
+}
+
+
+def sample_steps_option(value):
+    """``n_sample_steps`` as configured: None (YAML ~, or the words null / none / full) means the full chain."""
+    if isinstance(value, str) and value.strip().lower() in ("null", "none", "full", "~"):
+        return None
+    return value
+
+
+def sampling_options(config):
+    """(S or None, eta, seed) of ``config``'s sampling options (checked by :func:`check_sampling_options`)."""
+    seed = config["sample_seed"]
+    return sample_steps_option(config["n_sample_steps"]), float(config["sample_eta"]), config["seed"] if seed is None else seed
+
+
+def check_sampling_options(checks, n_steps):
+    """Check the sampling options with ``checks`` (an ``OptionChecks``) against ``n_steps`` diffusion
+    steps; an option of an earlier name is refused with its new one."""
+    for old, new in RENAMED_SAMPLING_OPTIONS.items():
+        if checks.get(old) is not None:
+            raise ConfigError(f"{old}: renamed; use {new}")
+    if sample_steps_option(checks.get("n_sample_steps")) is not None:
+        checks.integer("n_sample_steps", 1, n_steps, note="sampling steps S <= n_diffusion_steps, or ~ for the full chain")
+    checks.number("sample_eta", 0.0, 1.0, note="1: ancestral, 0: deterministic DDIM")
+    if checks.get("sample_seed") is not None:
+        checks.integer("sample_seed", 0, note="or ~ for the run's seed")
 
 
 def _randn(shape, generator, device, dtype):

@@ -1,23 +1,10 @@
-r"""AsarRec: adaptive sequential augmentation for robust self-supervised sequential recommendation.
+r"""
+AsarRec
+################################################
 
 Reference:
-    Kaike Zhang, Qi Cao, Fei Sun, Xinran Liu (v2: + Huawei Shen, Xueqi Cheng).
-    "AsarRec: Adaptive Sequential Augmentation for Robust Self-supervised Sequential
-    Recommendation." arXiv 2512.14047, 2025.
-
-Crop, Mask, Reorder, Insert and Substitute are one transformation s' = M·s with M a hard
-semi-doubly stochastic matrix (``recbole_diffusion/augmentation.py``). An augmentation encoder
-turns each training sequence into a probabilistic transition matrix; ``layers.semi_sinkhorn``
-projects it to row and column sums <= 1, a budgeted greedy rounding makes it hard, and the
-straight-through estimator carries gradients back. Two such views of every sequence train a
-SASRec or GRU4Rec backbone with InfoNCE (informativeness) next to the next-item loss, while a
-diversity term keeps the views apart and a sequence-aware NDCG constraint keeps each view
-ranking the sequence's true next item. Augmentation is training-only: evaluation encodes the
-original sequence.
-
-``augmentation: static_cl4srec | static_coserec`` replaces the learned augmenter by CL4SRec's
-random crop / mask / reorder or CoSeRec's crop / mask / reorder / insert / substitute, built with
-the same matrices: the static self-supervised baselines on the same backbone and loss.
+    Kaike Zhang, Qi Cao, Fei Sun, Xinran Liu (v2: + Huawei Shen, Xueqi Cheng). "AsarRec: Adaptive Sequential
+    Augmentation for Robust Self-supervised Sequential Recommendation." arXiv 2512.14047, 2025.
 """
 
 import math
@@ -43,57 +30,20 @@ STATIC_RATIOS = ("crop_ratio", "mask_ratio", "reorder_ratio", "insert_ratio", "s
 
 
 class AsarRec(SequentialRecommender):
-    r"""AsarRec on RecBole's sequential pipeline (SASRec or GRU4Rec backbone).
+    r"""AsarRec learns the augmentations of self-supervised sequential recommendation: an augmentation encoder
+    turns each training sequence into a hard semi-doubly stochastic matrix (crop, mask, reorder, insert and
+    substitute in one), and two such views train a SASRec or GRU4Rec backbone with InfoNCE, a diversity term and
+    an NDCG constraint next to the next-item CE. ``augmentation: static_cl4srec | static_coserec`` uses CL4SRec's
+    or CoSeRec's random views instead. See docs/models/AsarRec.md for the loss, the augmenter and the design notes.
 
-    Loss per batch: L = L_rec + λ_cl·InfoNCE(z₁, z₂) + λ_div·overlap(M₁, M₂) + λ_NDCG·Σ_v
-    max(0, ε·NDCG(s) − NDCG(v)), with L_rec the backbone's full-softmax CE (``train_mode:
-    sequence``: at every position of the window; prefix batches: at the target), z_v the backbone's
-    representation of view v at its last position, overlap the fraction of the interleaved rows
-    (below) where both views take the same slot, NDCG(·) a soft NDCG of the true next item among
-    all items. Static augmentations use L_rec + λ_cl·InfoNCE only (CL4SRec's loss).
-
-    Learned augmenter, per view: a Transformer encoder (``augmenter_heads`` heads, one layer) over
-    the sequence's item embeddings (stop-gradient: the augmenter never moves the item table) gives
-    states h_j. Output rows live in an *interleaved frame* of 2L rows: row 2j is the gap before
-    item j, row 2j+1 is item j. Scores: ⟨q_r, κ_i⟩/√d between row queries (item rows: Linear(h_j);
-    gap rows: another Linear(h_j)) and slot keys (items: Linear(h_i); candidates: Linear(their
-    embedding)), plus a learned bias on the identity entry of item rows and learned "nothing"
-    logits (separate for item and gap rows). Gumbel noise (``gumbel_scale``) is added during
-    training, so the two views are two samples. Semi-Sinkhorn (T = ``sinkhorn_iterations``,
-    temperature τ = ``sinkhorn_temperature``; the "nothing" column is uncapped) gives the soft
-    matrix; ``augmentation.budgeted_assignment`` keeps the identity except for at most
-    ⌈γ·n⌉ edits (γ = ``perturbation_budget``) whose soft mass reaches δ = ``hard_threshold``:
-    item row → nothing (delete; crop and mask are deletions), → another item (reorder, as swaps),
-    → a candidate (substitute); gap row → a candidate (insert). Empty rows are dropped (compaction)
-    and views longer than the window keep their most recent items; the resulting M [B, L, L + k]
-    is hard semi-doubly stochastic. View embeddings = M_st · E(slots), M_st = hard + soft − soft
-    (straight-through), so the three objectives train the augmenter.
-
-    NOTE: Only a summary of the paper is available: the score function, the interleaved
-        frame, the greedy rounding, the budget as a number of edited rows, and all three loss
-        formulas are this plugin's reading of the summary. Joint minimisation of all terms (no
-        min-max); the fixed budget and the diversity term keep the views from collapsing to the
-        identity.
-    NOTE: Candidates for insert / substitute (k = ``n_candidates`` per learned view): Gumbel-top-k
-        of the cosine similarity between the sequence's mean item embedding and every item
-        (temperature ``candidate_temperature``); static CoSeRec: the item most similar (cosine of
-        the current embeddings, CoSeRec's "online" similarity) to the item it stands next to.
-        Never padding and never an item the user interacts with anywhere in the clean data
-        (train, valid, test): ``dataset.user_items`` from ``create_dataset``.
-    NOTE: Mask empties a position (id 0, as CoSeRec / ICLRec's code) instead of a [mask] token, so
-        the item table has no extra row and the state dict matches the backbone's layout.
-    NOTE: Static ratios are CoSeRec / ICLRec's public defaults (crop keeps 20%, mask 70%, reorder
-        20%, insert 40%, substitute 10%), one operator drawn uniformly per sequence and view.
-    NOTE: InfoNCE is the shared ``layers.info_nce`` (NT-Xent, dot product, both directions, the
-        other 2B − 2 views of the batch as negatives), CL4SRec's loss. In sequence mode each
-        window is one sequence for the contrastive terms (its representation: the last position).
-    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the paper's summary gives no value):
-        at 0.1 the InfoNCE term slowed the recommendation loss on amazon-beauty (``docs/models/AsarRec.md``).
-    NOTE: Soft NDCG: rank = 1 + Σ_{i ≠ target} sigmoid((score_i − score_target)/``ndcg_temperature``)
-        over all items, NDCG = 1/log₂(1 + rank); the threshold is ε·NDCG of the original sequence
-        (ε = ``ndcg_threshold``, the original's value detached).
-    NOTE: GRU4Rec backbone: RecBole's (embedding dropout ``dropout_prob``, ``n_layers`` GRU layers of
-        width ``hidden_size``, a dense layer back to the embedding), SASRec: RecBole's.
+    NOTE: Only a summary of the paper is available: the score function, the interleaved frame, the greedy rounding,
+        the budget as a number of edited rows and all three loss formulas are this plugin's reading of it.
+    NOTE: All terms are minimised jointly (no min-max); the fixed budget and the diversity term keep the views
+        from collapsing to the identity.
+    NOTE: Insert / substitute candidates: Gumbel-top-k of the cosine to the sequence's mean item embedding (static
+        CoSeRec: the item most similar to its neighbour), never padding nor any item of the user (train, valid, test).
+    NOTE: Mask empties a position (id 0, as CoSeRec / ICLRec's code) instead of a [mask] token.
+    NOTE: ``cl_weight`` defaults to 0.01, not CL4SRec's 0.1 (the paper's summary gives no value).
     """
 
     input_type = InputType.POINTWISE

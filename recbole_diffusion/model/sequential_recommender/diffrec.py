@@ -1,20 +1,13 @@
-r"""DiffRec: sequential recommendation with a diffusion model on the target item.
+r"""
+DiffRec
+################################################
 
 Reference:
     Hanwen Du, Huanhuan Yuan, Zhen Huang, Pengpeng Zhao and Xiaofang Zhou. "Sequential
-    Recommendation with Diffusion Models." arXiv:2304.04541, 2023 (Eq. 6-18, Algorithms 1-3).
+    Recommendation with Diffusion Models." arXiv:2304.04541, 2023.
 
-Not RecBole's ``DiffRec`` (Wang et al., SIGIR 2023), a general recommender: in this plugin
-``--model=DiffRec`` means this model, with ``properties/model/DiffRec.yaml``.
-
-The history stays clean; only the target item's embedding is noised, h_T^n = sqrt(ᾱ_n) E(v_T) +
-sqrt(1 - ᾱ_n) ε (Eq. 7). The Denoise Sequential Recommender (DSR, Eq. 14-16) is a Transformer
-encoder over [E(v_1), .., E(v_ℓ), h_T^n] plus learnable position embeddings plus the sinusoidal
-embedding of the step n at every position; its output at the target slot is the predicted h_T^0,
-mapped to items by softmax(W h + b) (Eq. 8). Loss: L_n / p_n + L_Rec (Eq. 17-18), with the step n
-drawn per sequence by importance sampling, p_n ∝ sqrt(E[L_n²]) (Algorithm 1). Inference: one
-step from pure noise, probabilities averaged over seeded draws (Algorithm 3), or the ancestral
-reverse chain (Algorithm 2).
+Not RecBole's general recommender ``DiffRec`` (Wang et al., SIGIR 2023): in this plugin
+``--model=DiffRec`` is this model. Design notes and measurements: ``docs/models/DiffRec.md``.
 """
 
 import torch
@@ -27,14 +20,14 @@ from torch import nn
 
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import (
-    SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, StepImportanceSampler, evaluation_generator, make_betas,
+    SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, StepImportanceSampler, check_sampling_options, evaluation_generator,
+    make_betas, sampling_options,
 )
 from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["DiffRec", "two_stream_encode"]
 
-INFERENCE_MODES = ("one_step", "full_chain")
 STEP_SAMPLING = ("importance", "uniform")
 MSE_REDUCTIONS = ("mean", "sum")
 
@@ -117,80 +110,24 @@ def _query_mask(present, limits):
 
 # ---------------------------------------------------------------------------- the model
 class DiffRec(SequentialRecommender):
-    r"""DiffRec (Du et al. 2023): diffusion on the target item, a Transformer denoiser.
+    r"""DiffRec denoises the embedding of the next item in a slot after the clean history.
 
-    Input of the DSR for a history [v_1..v_ℓ] (RecBole's ``item_id_list``): [v_1..v_ℓ, slot] at
-    positions 0..ℓ, where the slot holds the noised target h_T^n. When ℓ =
-    ``MAX_ITEM_LIST_LENGTH`` the oldest item is dropped so that the slot fits (the paper's own
-    trick, §4.5.2), in training and evaluation alike. Attention is causal, so the slot sees the
-    whole clean history and no history token sees the slot.
+    Only the target is noised, h^n = sqrt(ᾱ_n) E(v) + sqrt(1 - ᾱ_n) ε; a Transformer (the DSR) reads the
+    history, the slot, position embeddings and the step's sinusoid, and its output at the slot, the predicted
+    E(v), is scored by softmax(W h + b). Loss: the MSE L_n at an importance-sampled step n plus the
+    cross-entropy L_Rec. Evaluation denoises pure noise in ``n_sample_steps`` steps (1, the default, is Algorithm 3;
+    ~ is the chain N -> 1, Algorithm 2) and averages the item distributions of ``n_sample_draws`` noise draws.
 
-    NOTE (training paths): ``train_mode: prefix`` feeds RecBole's prefix samples through the
-        plain encoder above. ``train_mode: sequence`` (the default) trains on every target of a
-        user window at once with a two-stream (XLNet-style) encoder, both streams sharing every
-        weight: a clean stream runs causal attention over the window's items, and a query
-        stream holds, at index j, the noised embedding of item j+1 plus the position embedding
-        of j+1 and the step embedding; it attends to clean positions <= j and to itself. Its
-        output at j equals exactly what the prefix input [v_1..v_{j+1}, noised v_{j+2}] gives at
-        the slot (tested numerically). One step n is drawn per window, so its step embedding
-        can be added to the whole clean stream as Eq. 14 requires. The last target of a window
-        of ``MAX_ITEM_LIST_LENGTH`` items needs the oldest item dropped, which changes every
-        clean token; those targets go through the plain encoder, with the window's step.
-    NOTE (one step per sequence): in prefix mode a "training sequence" of Algorithm 1 is a
-        prefix sample, in sequence mode a user window; the loss history records one L_n per
-        sequence (the mean over the window's targets in sequence mode).
-    NOTE (importance weight): Eq. 18 writes L_n / p_n, an unbiased estimate of Σ_n L_n, which is
-        N = 1000 times the mean over steps and would bury L_Rec. We weight L_n by 1 / (N p_n),
-        the unbiased estimate of the mean over steps (Nichol & Dhariwal's convention); it is 1
-        under uniform sampling. ``mse_loss_weight`` scales it further.
-    NOTE (importance sampler): p_n = sqrt(mean of the last ``loss_history_size`` values of L_n)
-        normalised, mixed with ``importance_uniform_prob`` of the uniform distribution (Nichol &
-        Dhariwal's sampler, which Du et al. cite); uniform until every step has a full history.
-        The history is a set of buffers (``step_sampler.*``) in the state dict.
-    NOTE (L_n): the squared error ‖E(v_T) - f_θ(h_T^n, n)‖² averaged over the d features by
-        default (``mse_reduction: mean``, as ``torch.nn.MSELoss`` and diffusion codebases compute
-        it); ``sum`` is Eq. 13 read literally, which at d = 64 outweighs L_Rec and flattens the
-        output. Gradients reach E through both the target and the noised input (the paper
-        detaches nothing).
-    NOTE (scales the paper does not state): the amplitude of the step embedding z_n against the
-        items (``step_embedding_scale``, optionally through a learned projection,
-        ``step_embedding_mlp``), the position embeddings' init (``position_embedding_init_std``)
-        and the weights of L_n and L_Rec are free; the defaults were chosen on valid NDCG@10 of
-        amazon-beauty: z_n scaled by 0.002 and L_n weighted 0.01. A unit-amplitude sinusoid added
-        to every token drowns 0.02-scale item embeddings, and the model then barely learns
-        (synthetic cycles: HR@10 0.06 against 0.77 with the chosen scales). The grid, its commands
-        and the reasoning are in ``docs/models/DiffRec.md``.
-    NOTE (DSR details the paper leaves open): the sum of item, position and step embeddings goes
-        through LayerNorm and dropout before the encoder (SASRec's input block); the encoder is
-        RecBole's post-LN Transformer; the step embedding is the sinusoid of the 0-based step
-        index (index t = step t + 1, the shared diffusion module's convention), by default with no MLP, its
-        sines and cosines concatenated rather than interleaved (a fixed permutation of features).
-        ``inner_size`` defaults to 4 * ``hidden_size``.
-    NOTE (initialisation): the paper gives none. Layers and the output W take SASRec's
-        normal(0, 0.02); the item and position embeddings take ``embedding_init_std`` (default the
-        same 0.02). Against unit-variance diffusion noise and the unit-scale sinusoidal step
-        embedding, 0.02-scale items carry little signal at the slot; 1.0 (PyTorch's default) fixes
-        the scale but, measured on ml-100k (hidden 64, 3 epochs), gave a lower valid NDCG@10
-        (0.0131 against 0.0163), so the default stays 0.02 until a longer run says otherwise.
-    NOTE (scores): ``full_sort_predict`` returns log((1/D) Σ_i softmax(W h_i + b)), the log of the
-        averaged probability over the D = ``n_inference_draws`` draws. Probabilities are summed in
-        float32, so items below about 1e-38 in every draw tie at -inf at the bottom of the ranking
-        (a logaddexp accumulation avoids that, but made the averaging 1.5 times slower on CPU, and
-        such items never reach a top-20). Evaluation cost is dominated by the D products with W over all items.
-    NOTE (draws): a CPU ``torch.Generator`` seeded with ``inference_seed`` at every call draws the
-        D noise vectors of each user of the batch (and, for the full chain, the step noise), so
-        evaluation is reproducible and independent of the training random state. A user's draws
-        depend on its row in the batch: another ``eval_batch_size`` or user order (e.g. the
-        trimmed loader's, which DiffRec opts into) gives another noise realisation. With K = 1 the
-        clean history is encoded once per step and shared by the D draws (two-stream encoder).
-        ``full_chain`` runs GaussianDiffusion's ancestral sampler from step N to 1 for each draw
-        and averages the D resulting distributions (D = 1 is Algorithm 2 exactly).
-    NOTE (K > 1, §5.3.4): ``noised_items`` = K noises the slot and the K - 1 most recent history
-        items, all at step n with independent noise; the loss stays on the target. At inference
-        those K - 1 items are noised at the current step of the reverse chain (step N for the
-        one-step inference), as Algorithms 2-3 compute h_t^n for every t via Eq. 7. K > 1 needs
-        ``train_mode: prefix`` (the noised history differs per target, so there is no shared
-        clean stream).
+    NOTE: L_n is averaged over the d features (``mse_reduction: sum`` is Eq. 13) and weighted by 1 / (N p_n),
+        the estimate of its mean over steps, where Eq. 18's L_n / p_n estimates their sum (N times larger).
+    NOTE: Scales the paper leaves open were chosen on valid NDCG@10 of amazon-beauty (``step_embedding_scale``,
+        ``mse_loss_weight``); item and position embeddings start at SASRec's std 0.02 (``embedding_init_std``).
+    NOTE: The DSR's input sum goes through LayerNorm and dropout (SASRec's input block) into RecBole's post-LN
+        encoder; the step sinusoid has no MLP by default (``step_embedding_mlp``).
+    NOTE: ``train_mode: sequence`` (the default) trains every target of a user window at once with a two-stream
+        encoder (the same outputs as prefix training), one step n per window; ``noised_items`` > 1 needs prefix.
+    NOTE: Evaluation noise comes from a CPU generator seeded with ``sample_seed`` at every call: reproducible,
+        but a user's draws depend on its row in the batch.
     """
 
     input_type = InputType.POINTWISE
@@ -224,9 +161,8 @@ class DiffRec(SequentialRecommender):
         self.step_embedding_scale = float(config["step_embedding_scale"])
         self.step_embedding_mlp = config["step_embedding_mlp"]
         self.rec_loss_weight = config["rec_loss_weight"]
-        self.inference = config["inference"]
-        self.n_inference_draws = config["n_inference_draws"]
-        self.inference_seed = config["inference_seed"]
+        self.n_sample_steps, self.sample_eta, self.sample_seed = sampling_options(config)
+        self.n_sample_draws = config["n_sample_draws"]
         self.use_position_embedding = config["use_position_embedding"]
         self.use_step_embedding = config["use_step_embedding"]
         self.noised_items = config["noised_items"]
@@ -288,9 +224,8 @@ class DiffRec(SequentialRecommender):
             raise ConfigError("embedding_init_std: must be positive; got 0")
         if get("position_embedding_init_std") is not None:
             number("position_embedding_init_std", 0.0, float("inf"), low_open=True)
-        choice("inference", INFERENCE_MODES)
-        integer("n_inference_draws", 1)
-        integer("inference_seed", 0)
+        check_sampling_options(checks, n_steps)
+        integer("n_sample_draws", 1)
         for key in ("use_position_embedding", "use_step_embedding", "step_embedding_mlp", "tie_output_weights"):
             boolean(key)
         checks.transformer()
@@ -493,14 +428,13 @@ class DiffRec(SequentialRecommender):
     def generate(self, item_seq, item_seq_len, generator=None):
         """Predicted h_T^0 of the next item for each history, one per draw: [B, D, d].
 
-        ``inference: one_step`` is Algorithm 3 (one denoising step from h_T^N = ε);
-        ``full_chain`` runs the ancestral reverse chain N -> 1 (Algorithm 2).
+        ``n_sample_steps: 1`` is Algorithm 3 (one denoising step from h_T^N = ε); ``~`` runs the
+        ancestral reverse chain N -> 1 (Algorithm 2); S in between, the strided chain.
         """
         if generator is None:
-            generator = evaluation_generator(self.inference_seed)
+            generator = evaluation_generator(self.sample_seed)
         history, slot = self._prefix_inputs(item_seq, item_seq_len)
-        batch, draws, dim = history.size(0), self.n_inference_draws, self.hidden_size
-        n_sample_steps = 1 if self.inference == "one_step" else None
+        batch, draws, dim = history.size(0), self.n_sample_draws, self.hidden_size
         dtype = self.item_embedding.weight.dtype
         device = history.device
 
@@ -509,7 +443,7 @@ class DiffRec(SequentialRecommender):
                 return self.denoise_slots(history, slot, x_t, t)
 
             return self.diffusion.sample(
-                x0_fn, shape=(batch, draws, dim), n_sample_steps=n_sample_steps,
+                x0_fn, shape=(batch, draws, dim), n_sample_steps=self.n_sample_steps, eta=self.sample_eta,
                 generator=generator, device=device, dtype=dtype,
             )
 
@@ -521,7 +455,7 @@ class DiffRec(SequentialRecommender):
             return self.denoise_prefix(history_draws, slot_draws, x_t, t, history_noise=noise)
 
         x0 = self.diffusion.sample(
-            x0_fn_noised_history, shape=(batch * draws, dim), n_sample_steps=n_sample_steps,
+            x0_fn_noised_history, shape=(batch * draws, dim), n_sample_steps=self.n_sample_steps, eta=self.sample_eta,
             generator=generator, device=device, dtype=dtype,
         )
         return x0.view(batch, draws, dim)
@@ -534,10 +468,12 @@ class DiffRec(SequentialRecommender):
             total = probability if total is None else total + probability
         return torch.log(total / predicted.size(1))
 
+    def forward(self, item_seq, item_seq_len, generator=None):
+        """The predicted next-item representations h_T^0, one per evaluation draw: [B, D, d]."""
+        return self.generate(item_seq, item_seq_len, generator=generator)
+
     def full_sort_predict(self, interaction):
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        return self.log_mean_probability(self.generate(item_seq, item_seq_len))
+        return self.log_mean_probability(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
 
     def predict(self, interaction):
         scores = self.full_sort_predict(interaction)

@@ -1,17 +1,13 @@
-r"""DreamRec: sequential recommendation as guided generation of the next item's embedding.
+r"""
+DreamRec
+################################################
 
 Reference:
     Zhengyi Yang, Jiancan Wu, Zhicai Wang, Xiang Wang, Yancheng Yuan and Xiangnan He.
     "Generate What You Prefer: Reshaping Sequential Recommendation via Guided Diffusion."
-    NeurIPS 2023 (arXiv 2310.20453). §4, Algorithms 1-2, Eq. 10-16.
+    In NeurIPS 2023 (arXiv 2310.20453).
 
-A Transformer encodes the history into a guidance vector c (Eq. 10). A conditional diffusion model
-over item embeddings is trained to recover the next item's embedding x_0 from its noised version
-x_t, given c and the step t (x_0-parameterisation, Eq. 13-14; Algorithm 1), with classifier-free
-guidance training (c is replaced by a learned null embedding Φ with probability p_u). At inference
-the guided reverse chain (Algorithm 2, Eq. 15-16) generates an "oracle" embedding, and every item
-is scored by its inner product with it (§4.2.3). The diffusion loss is the only training signal:
-no negatives, no cross-entropy.
+Design notes and measurements: ``docs/models/DreamRec.md``.
 """
 
 import json
@@ -25,7 +21,10 @@ from torch import nn
 
 from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, evaluation_generator, uniform_steps
+from recbole_diffusion.diffusion import (
+    SCHEDULES, GaussianDiffusion, SinusoidalStepEmbedding, check_sampling_options, evaluation_generator, sampling_options,
+    uniform_steps,
+)
 from recbole_diffusion.layers import full_softmax_ce
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -84,66 +83,22 @@ class DreamRecBlock(nn.Module):
 
 
 class DreamRec(SequentialRecommender):
-    r"""DreamRec (Yang et al., NeurIPS 2023) on RecBole's sequential pipeline.
+    r"""DreamRec generates the next item's embedding by guided diffusion and ranks every item against it.
 
-    Training (Algorithm 1): c = encoder output at the last real position of the history; with
-    probability ``unconditional_prob`` (p_u) c is replaced by the learned null embedding Φ;
-    t ~ Uniform over the ``n_diffusion_steps`` (T) steps; x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε with
-    x_0 the target item's embedding; loss = mean ||x_0 - f(x_t, c, t)||² (mean over targets and
-    dimensions, as the authors' ``F.mse_loss``). ``train_mode: sequence``: the causal encoder's
-    output at every position j guides the item at j + 1, each target with its own t, ε and
-    guidance drop; the loss is the mean over all valid targets, exactly the prefix-mode loss over
-    the same targets. Prefix mode (RecBole's samples) works as well.
+    A Transformer encodes the history into the guidance c; a denoiser f(x_t, c, t) learns to recover the
+    target's embedding x_0 from its noised x_t, by the x_0 MSE alone, with c replaced by a learned null
+    embedding Φ with probability ``unconditional_prob`` (classifier-free guidance). Evaluation runs the
+    guided reverse chain, f̃ = (1 + w) f(x_t, c, t) - w f(x_t, Φ, t), and scores items by <x_0, E(item)>.
 
-    Generation (Algorithm 2): x_T ~ N(0, I); at each step the guided prediction
-    f̃ = (1 + w) f(x_t, c, t) - w f(x_t, Φ, t) (Eq. 15, w = ``guidance_weight``) enters the shared
-    x_0-parameterised ancestral step of :class:`~recbole_diffusion.diffusion.GaussianDiffusion`
-    (Eq. 16). Scores = <x_0, E(item)> for every item (full ranking).
-
-    NOTE: The history encoder follows the authors' code (the original SASRec arrangement: LN on the
-        queries only, residual on the normalised queries, an FFN with inner width ``inner_size``
-        and its own LN, padding rows zeroed, a final LN), generalised to ``n_layers`` blocks and
-        ``n_heads`` heads (defaults 1 and 1, as the authors'). Attention scores are scaled by
-        sqrt(head size), the standard; the authors divide by sqrt(d), the same with one head.
-        Learned absolute position embeddings over ``MAX_ITEM_LIST_LENGTH`` positions, with
-        RecBole's right padding (the authors pad to 10 with a padding id).
-    NOTE: Initialisation: item, position and null embeddings ~ N(0, ``embedding_init_std``²), default
-        1.0 as the authors' N(0, 1) (a choice the paper leaves open: the scale of x_0 against the unit-variance
-        noise matters; RecBole's usual 0.02 makes every x_0 nearly zero next to the noise).
-        Linear layers keep PyTorch's default initialisation, as in the authors' code. The padding
-        row of the item table is zero and is never scored (RecBole masks item 0).
-    NOTE: Dropout is off at evaluation (the authors' code never calls ``eval()``; we take
-        that for a bug, not the method). Classifier-free guidance dropout is a training-time draw.
-    NOTE: The step embedding is the shared :class:`~recbole_diffusion.diffusion.SinusoidalStepEmbedding`
-        with the authors' MLP (sinusoid -> Linear(d, 2d) -> GELU -> Linear(2d, d)); its
-        frequencies divide by d/2 where the authors divide by d/2 - 1 (see that module).
-        Step indices are 0-based as in the authors' code (index t = diffusion step t + 1).
-    NOTE: Schedules come from the shared module. ``cosine`` is clipped to [1e-4, 0.9999] as in the
-        authors' code; ``sqrt`` takes ᾱ_0 = 1 where the authors' discretisation implies
-        ᾱ_0 = 0.99 (a 1% rescaling of every ᾱ).
-    NOTE: Beyond the paper (its §6 limitation: slow sampling): ``n_sample_steps`` S < T runs the
-        shared strided sampler (Song et al., ICLR 2021, Eq. 12/16) over S evenly spaced steps;
-        ``sample_eta`` 1 is the ancestral posterior of the respaced chain, 0 deterministic DDIM.
-        S = T (or null) with eta 1 is exactly the paper's full chain.
-    NOTE: Evaluation is reproducible: the sampling noise of every scoring call (one evaluation
-        batch) comes from a CPU ``torch.Generator`` seeded with ``seed``
-        (``diffusion.evaluation_generator``), so the same weights on the same batches always draw
-        the same noise, in one process or several. Results still depend on that noise (one
-        sample per user, as the authors).
-    NOTE: ``predict`` (sampled evaluation) generates one oracle per distinct history in the batch
-        and scores every candidate of that history against it, so a user's candidates are ranked
-        against the same sample.
-    NOTE: By default the whole model, item embeddings included, is trained by the x_0 MSE alone, as
-        in the paper; gradients reach the item table both through the history and through x_0.
-        On leave-one-out amazon-beauty that loss is minimised by shrinking the item table (the
-        authors' code does the same) and the ranking falls to chance. ``rounding_loss_weight`` > 0
-        (beyond the paper) adds the cross-entropy of <f(x_t, c, t), E(v)> over all items, the
-        rounding term of discrete diffusion (Diffusion-LM), which anchors the table;
-        ``item_embedding_checkpoint`` starts the table from another model's (e.g. a SASRec trained
-        on the same data) and ``freeze_item_embedding`` keeps it fixed, so x_0 cannot shrink (the
-        other fix the literature uses: fixed pretrained embeddings). See ``docs/models/DreamRec.md``.
-    NOTE: Protocol: RecBole's (leave-one-out, full ranking, history up to MAX_ITEM_LIST_LENGTH),
-        not the paper's chronological 8:1:1 split of sequences with history length 10.
+    NOTE: The paper is silent on these, which follow the authors' code: the history encoder (the original
+        SASRec block), the step sinusoid's MLP, the N(0, 1) embedding initialisation and the cosine clipping.
+    NOTE: Dropout is off at evaluation (the authors' code never turns it off); ``sqrt`` takes ᾱ_0 = 1 where
+        the authors' discretisation implies 0.99.
+    NOTE: Beyond the paper: ``n_sample_steps`` S < T runs a strided sampler (``sample_eta`` 1 ancestral,
+        0 DDIM; ~, the default, is the paper's chain); the noise is seeded with ``sample_seed`` at every call.
+    NOTE: The x_0 MSE collapses the item table on leave-one-out Beauty; ``rounding_loss_weight``,
+        ``item_embedding_checkpoint`` and ``freeze_item_embedding`` (beyond the paper, off) counter it.
+    NOTE: RecBole's protocol (leave-one-out, full ranking), not the paper's chronological 8:1:1 split.
     """
 
     input_type = InputType.POINTWISE
@@ -164,9 +119,7 @@ class DreamRec(SequentialRecommender):
         self.noise_schedule = config["noise_schedule"]
         self.guidance_weight = float(config["guidance_weight"])
         self.unconditional_prob = float(config["unconditional_prob"])
-        self.n_sample_steps = _full_chain_as_none(config["n_sample_steps"])
-        self.sample_eta = float(config["sample_eta"])
-        self.sample_seed = config["seed"]
+        self.n_sample_steps, self.sample_eta, self.sample_seed = sampling_options(config)
         self.rounding_loss_weight = float(config["rounding_loss_weight"])
         self.item_embedding_checkpoint = config["item_embedding_checkpoint"]
         self.freeze_item_embedding = bool(config["freeze_item_embedding"])
@@ -235,9 +188,7 @@ class DreamRec(SequentialRecommender):
 
         steps = integer("n_diffusion_steps", 1, note="the number of diffusion steps T")
         choice("noise_schedule", SCHEDULES)
-        if _full_chain_as_none(config["n_sample_steps"]) is not None:
-            integer("n_sample_steps", 1, steps, note="sampling steps S <= n_diffusion_steps, or null for the full chain")
-        number("sample_eta", 0.0, 1.0, note="1: ancestral, 0: deterministic DDIM")
+        check_sampling_options(checks, steps)
         weight = number("guidance_weight", 0.0, note="the guidance strength w; the paper searches 0..10")
         prob = number(
             "unconditional_prob", 0.0, 1.0, high_open=True,
@@ -335,8 +286,8 @@ class DreamRec(SequentialRecommender):
     def generate(self, condition, generator=None, n_sample_steps=None, eta=None):
         """Oracle item embeddings [B, d] by the guided reverse chain (Algorithm 2).
 
-        ``generator`` defaults to a fresh generator seeded with ``seed``; ``n_sample_steps`` and
-        ``eta`` default to the configured ``n_sample_steps`` and ``sample_eta``.
+        ``generator`` defaults to a fresh generator seeded with ``sample_seed`` (~: the run's seed);
+        ``n_sample_steps`` and ``eta`` default to the configured ``n_sample_steps`` and ``sample_eta``.
         """
         if generator is None:
             generator = evaluation_generator(self.sample_seed)
@@ -360,10 +311,3 @@ class DreamRec(SequentialRecommender):
     def full_sort_predict(self, interaction):
         oracle = self.generate(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
         return oracle @ self.item_embedding.weight.t()
-
-
-def _full_chain_as_none(value):
-    """``n_sample_steps``: None (YAML ~, or the words null / none / full) means S = T."""
-    if isinstance(value, str) and value.strip().lower() in ("null", "none", "full", "~"):
-        return None
-    return value

@@ -4,10 +4,12 @@ i2VAE
 
 Reference:
     Xuying Ning, Wujiang Xu, Tianxin Wei, Xiaolei Liu. "i²VAE: Interest Information Augmentation
-    with Variational Regularizers for Cross-Domain Sequential Recommendation." UAI 2025
-    (arXiv 2405.20710; code: github.com/WujiangXu/IM-VAE).
+    with Variational Regularizers for Cross-Domain Sequential Recommendation." UAI 2025 (arXiv 2405.20710).
 
-Data, split and evaluation: ``docs/cross-domain.md`` (a two-domain dataset with ``domain_field``).
+Reference code:
+    https://github.com/WujiangXu/IM-VAE
+
+Data, split and evaluation: docs/cross-domain.md (a two-domain dataset with ``domain_field``).
 """
 
 import numpy as np
@@ -127,29 +129,23 @@ def masked_mean(states, mask):
 
 
 class i2VAE(SequentialRecommender):
-    r"""i²VAE (Ning et al.): a VAE over two domains' sequences with pseudo-sequence augmentation and
-    three variational regularizers, for cold-start and long-tailed users.
+    r"""i²VAE is a VAE over two domains' sequences, with pseudo-sequence augmentation and three variational
+    regularizers (denoising, cross-domain, disentangling), for cold-start and long-tailed users. For a target in
+    domain d, a user vector decoded from d's own, augmented and cross-domain latents scores d's items; users with
+    no history in d take the single-domain inference network r(z_t | other) at evaluation.
+    See docs/models/i2VAE.md for the latents, the loss and the design notes.
 
-    For a sample whose target is in domain d (the other domain is e):
-    z^d ~ q_d(z | own sequence), z_a^d ~ q_d(z | own sequence interleaved with LightGCN
-    pseudo-items), z_t ~ q_t(z | own, other) from cross-attention of d's states over e's, and the
-    single-domain inference network r(z_t | other) that replaces q_t for cold-start users (no history
-    in d) at evaluation. The user vector W_d[dec(z^d); dec_t(z_t); dec(z_a^d)] scores d's items.
-    Loss per sample: recommendation CE + β·(KL(q(z^d)‖p_d) + KL(q(z_a^d)‖p_d) + KL(q(z_t)‖p_t))
-    + λ_a·w(len)·KL(q(z_a^d)‖q(z^d)) [denoising] + λ_c·KL(q(z_t | d, e)‖r(z_t | e)) [cross-domain]
-    + λ_d·L_dis [disentangling]. Design and measurements: ``docs/models/i2VAE.md``.
-
-    NOTE: the disentangling term is explicit, by the paper's decomposition of −I(Z^d; Z_t):
+    NOTE: The disentangling term is explicit, by the paper's decomposition of −I(Z^d; Z_t):
         L_dis = CE(W'_d[dec(z^d); dec_t(z_t)]) + KL(q(z^d)‖p_d) + KL(q(z_t)‖r); the authors' code has none.
-    NOTE: items are scored by a dot product and trained with CE over the target domain's items
+    NOTE: Items are scored by a dot product and trained with CE over the target domain's items
         (the authors: σ(MLP([u; e_i])) and BCE with one sampled negative).
     NOTE: ``posterior_scale: clamped`` (default) clamps log σ² to [-10, 10] with N(0, I) priors;
-        ``authors`` is their bounded σ and learnable priors (the doc says why the default stays).
-    NOTE: ``kl_weight`` (β) defaults to 0.001, not the authors' 1: β = 1 and 0.1 collapse the
-        posterior (every user the same ranking); 0.001 was best on valid of those that keep the prior.
-    NOTE: domain encoders are RecBole's TransformerEncoder with positions and a padding mask,
+        ``authors`` is their bounded σ and learnable priors.
+    NOTE: ``kl_weight`` (β) defaults to 0.001, not the authors' 1, which collapses the posterior
+        (every user gets the same ranking).
+    NOTE: Domain encoders are RecBole's TransformerEncoder with positions and a padding mask,
         mean-pooled over real positions; the cross-attention takes keys and values from e.
-    NOTE: the pseudo-sequence generator is a LightGCN fitted on the training interactions only,
+    NOTE: The pseudo-sequence generator is a LightGCN fitted on the training interactions only,
         before the first epoch (i2VAETrainer); its items exclude the user's training items.
     """
 
@@ -293,8 +289,8 @@ class i2VAE(SequentialRecommender):
         Sequences are right-padded and a real position attends only to earlier real ones (causal
         padding mask), so its state does not depend on how much padding follows. Rows are therefore
         encoded in ``_LENGTH_BUCKETS`` groups of similar length, each cut to its own longest row
-        (most histories are short: on cloth-sport the median is 3 of 20), and rows without items
-        are skipped; states of padding positions, never read (masked means, masked keys), are 0.
+        (most histories are short), and rows without items are skipped; states of padding
+        positions, never read (masked means, masked keys), are 0.
         """
         mask = item_seq > 0
         lengths = mask.sum(1)
@@ -434,13 +430,26 @@ class i2VAE(SequentialRecommender):
         )
         return loss.mean()
 
-    def full_sort_predict(self, interaction):
-        target_domain = interaction[self.TARGET_DOMAIN]
-        scores = torch.full((len(target_domain), self.n_items), -torch.inf, device=target_domain.device)
+    def forward(self, interaction):
+        """The user vector [B, d] of each row in its target domain (both domains' histories and the
+        user's pseudo-items are read, so the whole interaction is the input)."""
+        users = None
         for domain, rows, latents in self.domain_parts(interaction):
             cold_start = latents["own_length"] == 0  # no history in the target domain: r(z_t | other)
             user, _ = self.user_vectors(domain, latents, cold_start=cold_start)
-            scores[rows.unsqueeze(1), self.domain_item_ids(domain).unsqueeze(0)] = self.domain_logits(domain, user)
+            if users is None:
+                users = user.new_zeros(len(interaction[self.TARGET_DOMAIN]), user.size(1))
+            users[rows] = user
+        return users
+
+    def full_sort_predict(self, interaction):
+        target_domain = interaction[self.TARGET_DOMAIN]
+        users = self.forward(interaction)
+        scores = torch.full((len(target_domain), self.n_items), -torch.inf, device=target_domain.device)
+        for domain in range(2):
+            rows = torch.nonzero(target_domain == domain).squeeze(1)
+            if len(rows):
+                scores[rows.unsqueeze(1), self.domain_item_ids(domain).unsqueeze(0)] = self.domain_logits(domain, users[rows])
         return scores
 
     def predict(self, interaction):
