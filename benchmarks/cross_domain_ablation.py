@@ -25,10 +25,9 @@ import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import run as bench  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/cross_domain_ablation.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
 
 INPUTS = ("both domains", "target domain only", "other domain only")
 METRICS = ("hit@10", "ndcg@10")

@@ -20,10 +20,9 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import run as bench  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/embedding_norms.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
 
 BUCKETS = ((0, 0), (1, 4), (5, 9), (10, 29), (30, 99), (100, None))
 

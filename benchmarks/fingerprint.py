@@ -38,10 +38,9 @@ import tempfile
 
 import yaml
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import run as bench  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/fingerprint.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
 
 REPO = bench.REPO
 # the definition of the fingerprint (what is hashed); 2: the model YAML counts only for the RUN keys,

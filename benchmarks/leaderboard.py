@@ -46,12 +46,11 @@ import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import fingerprint as behaviour  # noqa: E402
-import run as bench  # noqa: E402
-import worker  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/leaderboard.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
+from benchmarks import fingerprint as behaviour  # noqa: E402
+from benchmarks import worker  # noqa: E402
 
 UsageError = bench.UsageError
 REPO = bench.REPO

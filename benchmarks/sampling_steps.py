@@ -55,10 +55,9 @@ import sys
 
 # run.py's machine record, section markers, lock and atomic writes are the ones every results
 # section shares; it lies beside this file (benchmarks/ is not a package)
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import run as bench  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/sampling_steps.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
 
 UsageError = bench.UsageError
 

@@ -27,10 +27,9 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-import run as bench  # noqa: E402
+if __package__ in (None, ""):  # run as a script (python benchmarks/step_loss.py): the repository is the import root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import common as bench  # noqa: E402
 
 NOISE_SEED = 2023  # noise of the slot, the same for every step and checkpoint
 

@@ -89,6 +89,13 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         return grad_hidden * grad_total, grad_weight * grad_total, grad_bias * grad_total, None
 
 
+def sasrec_input(item_emb, position_embedding, layer_norm, dropout):
+    """SASRec's input block: ``dropout(layer_norm(item_emb + position_embedding(0..L-1)))`` for item
+    embeddings ``item_emb`` [B, L, d] and a learned ``position_embedding`` (an ``nn.Embedding``)."""
+    positions = torch.arange(item_emb.size(1), device=item_emb.device)
+    return dropout(layer_norm(item_emb + position_embedding(positions)))
+
+
 def causal_padding_mask(item_seq):
     """[B, 1, L, L] additive mask: position i attends to j <= i, never to padding (id 0)."""
     length = item_seq.size(1)

@@ -21,6 +21,7 @@ def load_runner():
 
 
 runner = load_runner()
+common = sys.modules["benchmarks.common"]
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -75,22 +76,22 @@ def test_a_model_may_run_on_another_dataset_and_the_section_says_so():
     with open(os.path.join(REPO, "benchmarks", "results", "runs", "amazon-beauty-adarec-20-epochs.json"), encoding="utf-8") as handle:
         state = json.load(handle)
     state["labels"] = [record["label"] for record in state["records"]]  # not in the JSON
-    assert "- Datasets:" not in runner.render_section(state)
+    assert "- Datasets:" not in common.render_section(state)
     state["records"][1]["dataset"] = "cloth-sport-cloth"
     label = state["records"][1]["label"]
-    assert f"- Datasets: every model on `amazon-beauty` except {label} on `cloth-sport-cloth`" in runner.render_section(state)
+    assert f"- Datasets: every model on `amazon-beauty` except {label} on `cloth-sport-cloth`" in common.render_section(state)
 
 
 # ----------------------------------------------------------------------------- results file
 def test_replace_section_keeps_other_sections_and_refuses_broken_markers():
-    text = runner.FILE_HEADER.format(dataset="d")
-    text = runner.replace_section(text, "a", "table A")
-    text = runner.replace_section(text, "b", "table B")
-    text = runner.replace_section(text, "a", "table A2")
+    text = common.FILE_HEADER.format(dataset="d")
+    text = common.replace_section(text, "a", "table A")
+    text = common.replace_section(text, "b", "table B")
+    text = common.replace_section(text, "a", "table A2")
     assert text.count("<!-- section: a -->") == 1 and "table A2" in text and "table A\n" not in text
     assert "table B" in text and text.index("table A2") < text.index("table B")  # replaced in place
     with pytest.raises(ValueError, match="unbalanced"):
-        runner.replace_section(text.replace("<!-- end section: b -->", ""), "b", "x")
+        common.replace_section(text.replace("<!-- end section: b -->", ""), "b", "x")
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -112,7 +113,7 @@ def run_script(tiny_data, tmp_path, *argv):
 
 def section_table(text, section):
     """Rows of a section's table as {label: {column: cell}}."""
-    begin, end = runner.markers(section)
+    begin, end = common.markers(section)
     body = text[text.index(begin): text.index(end)]
     table = body[: body.index("Test metrics of the users")] if "Test metrics of the users" in body else body
     lines = [line for line in table.splitlines() if line.startswith("|")]
@@ -168,8 +169,8 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     second = run_script(tiny_data, tmp_path, "--models", "GRU4Rec", "--section=second", "--set", *TINY_SETTINGS, "hidden_size=32", "sparse_users=[27]")
     assert second.returncode == 0, second.stdout + second.stderr
     text2 = results.read_text()
-    assert text2.index(runner.markers("first")[0]) < text2.index(runner.markers("second")[0])
-    first_block = text[text.index(runner.markers("first")[0]): text.index(runner.markers("first")[1])]
+    assert text2.index(common.markers("first")[0]) < text2.index(common.markers("second")[0])
+    first_block = text[text.index(common.markers("first")[0]): text.index(common.markers("first")[1])]
     assert first_block in text2  # the first section is untouched, byte for byte
     body2, rows2 = section_table(text2, "second")
     assert rows2["GRU4Rec"]["Status"] == "ok" and rows2["GRU4Rec"]["× reference"] == "–"
@@ -184,7 +185,7 @@ def test_two_runs_fill_two_sections_and_report_failures(tiny_data, tmp_path):
     test2 = raw2["records"][0]["test_result"]
     assert int(cells[1]) == test2["users (history<=27)"] > 0
     assert cells[2:] == [f"{test2[f'{m}@{k} (history<=27)']:.4f}" for m in ("hit", "ndcg") for k in (5, 10, 20)]
-    assert runner.group_title("cloth, cold-start") == "group `cloth, cold-start` (cross-domain dataset: domain, user group)"
+    assert common.group_title("cloth, cold-start") == "group `cloth, cold-start` (cross-domain dataset: domain, user group)"
 
 
 def test_sigterm_stops_the_worker_and_marks_the_section_incomplete(tiny_data, tmp_path):

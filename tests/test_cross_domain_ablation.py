@@ -1,17 +1,15 @@
 """benchmarks/cross_domain_ablation.py: a cross-domain checkpoint evaluated with each domain's history removed."""
 
 import os
-import sys
 
 import pytest
 import torch
 
-from conftest import REPO, run_benchmark_script, train_saved
+from conftest import run_benchmark_script, train_saved
 from test_cross_domain import cd_config, write_two_domain_dataset
 from test_i2vae import FAST
 
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-import cross_domain_ablation  # noqa: E402
+from benchmarks import cross_domain_ablation
 
 
 @pytest.fixture(scope="module")

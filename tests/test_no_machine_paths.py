@@ -5,7 +5,6 @@ YAMLs, the README and docs, the benchmark scripts and every committed result (JS
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -63,8 +62,7 @@ def test_the_pattern_catches_machine_paths_and_spares_relative_ones():
 
 
 def test_benchmark_results_are_written_relative_to_the_repository():
-    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    import run as bench
+    from benchmarks import common as bench
 
     inside = os.path.join(bench.REPO, "benchmarks", "logs", "x", "output.log")
     record = {"cwd": bench.REPO, "records": [{"log_file": inside, "n": 3}], "other": "/elsewhere/file"}

@@ -16,7 +16,7 @@ from torch import nn
 from recbole_diffusion.data.sequence import target_field
 from recbole_diffusion.diffusion import SCHEDULES, GaussianDiffusion, make_betas
 from recbole_diffusion.errors import ConfigError, OptionChecks
-from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce, sample_negative_items
+from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce, sample_negative_items, sasrec_input
 
 REC_LOSSES = ("ce", "bce")
 
@@ -44,8 +44,7 @@ class SequenceEncoder(nn.Module):
 
     def embed(self, item_seq):
         """E_0 [B, L, d]: the encoder's input."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        return self.dropout(self.LayerNorm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+        return sasrec_input(self.item_embedding(item_seq), self.position_embedding, self.LayerNorm, self.dropout)
 
     def encode(self, embedded, item_seq):
         """Causal encoder output at every position, [B, L, d]."""

@@ -18,7 +18,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from torch.nn import functional as F
 
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.layers import sequence_ce_loss
+from recbole_diffusion.layers import sasrec_input, sequence_ce_loss
 from recbole_diffusion.errors import ConfigError
 
 
@@ -46,9 +46,7 @@ class _SequenceTraining:
 class SASRecSequence(_SequenceTraining, SASRec):
     def forward_all(self, item_seq):
         """SASRec.forward without the final gather: the output at every position."""
-        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
-        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids).unsqueeze(0)
-        input_emb = self.dropout(self.LayerNorm(input_emb))
+        input_emb = sasrec_input(self.item_embedding(item_seq), self.position_embedding, self.LayerNorm, self.dropout)
         attention_mask = self.get_attention_mask(item_seq)
         return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from recbole_diffusion import augmentation as aug
 from recbole_diffusion.data.sequence import target_field
-from recbole_diffusion.layers import info_nce, semi_sinkhorn, sequence_ce_loss, straight_through
+from recbole_diffusion.layers import info_nce, sasrec_input, semi_sinkhorn, sequence_ce_loss, straight_through
 from recbole_diffusion.errors import ConfigError, OptionChecks, RecBoleDiffusionError
 
 __all__ = ["AsarRec"]
@@ -174,8 +174,7 @@ class AsarRec(SequentialRecommender):
         if item_emb is None:
             item_emb = self.item_embedding(item_seq)
         if self.backbone == "SASRec":
-            positions = torch.arange(item_seq.size(1), device=item_seq.device)
-            hidden = self.dropout(self.LayerNorm(item_emb + self.position_embedding(positions)))
+            hidden = sasrec_input(item_emb, self.position_embedding, self.LayerNorm, self.dropout)
             return self.trm_encoder(hidden, self.get_attention_mask(item_seq), output_all_encoded_layers=True)[-1]
         gru_output, _ = self.gru_layers(self.emb_dropout(item_emb))
         return self.dense(gru_output)

@@ -24,7 +24,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.data.cross_domain import TARGET_DOMAIN, domain_list_fields
-from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize
+from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize, sasrec_input
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
 __all__ = ["i2VAE"]
@@ -305,9 +305,7 @@ class i2VAE(SequentialRecommender):
         for rows in order.tensor_split(min(_LENGTH_BUCKETS, len(order))):
             group_width = int(lengths[rows[-1]])
             group_seq = item_seq[rows, :group_width]
-            positions = torch.arange(group_width, device=item_seq.device)
-            hidden = self.item_embedding(group_seq) + self.position_embedding(positions).unsqueeze(0)
-            hidden = self.input_dropout(self.input_norm(hidden))
+            hidden = sasrec_input(self.item_embedding(group_seq), self.position_embedding, self.input_norm, self.input_dropout)
             group_states = self.sequence_encoders[domain](hidden, causal_padding_mask(group_seq), output_all_encoded_layers=True)[-1]
             groups.append(rows)
             encoded.append(F.pad(group_states, (0, 0, 0, width - group_width)))
