@@ -67,7 +67,9 @@ def read_checkpoint(path):
         raise UsageError(f"--checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(stored, dict) or not {"model", "dataset"} <= stored.keys() or "state_dict" not in checkpoint:
         raise UsageError(f"--checkpoint {path}: no model, dataset or state_dict in it (not written by this plugin's Trainer?)")
-    return checkpoint, stored
+    from recbole_diffusion.config import stored_options
+
+    return checkpoint, stored_options(stored)
 
 
 def checkpoint_config(stored, data_path=None, **settings):
@@ -220,7 +222,7 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
     os.makedirs(model_dir, exist_ok=True)
     protocol_file = os.path.join(model_dir, "benchmark-defaults.yaml")
     with open(protocol_file, "w", encoding="utf-8") as handle:
-        handle.write("# written by benchmarks/run.py: the CPU protocol and plumbing, under the user's config\n")
+        handle.write("# written by the benchmarks (benchmarks/common.py): the CPU protocol and plumbing, under the user's config\n")
         for key, value in {**CPU_PROTOCOL, **BENCHMARK_DEFAULTS}.items():
             handle.write(f"{key}: {json.dumps(value)}\n")
     config_dict = {"checkpoint_dir": os.path.join(model_dir, "saved"), **entry["config_dict"]}

@@ -31,9 +31,7 @@ import sys
 
 import yaml
 
-# run.py's section markers, lock and atomic writes are the ones this script must share; it lies
-# beside this file (benchmarks/ is not a package), which a test that imports this file may not
-# have on its path
+# the section markers, lock and atomic writes every results section shares (benchmarks/common.py)
 if __package__ in (None, ""):  # run as a script (python benchmarks/curve.py): the repository is the import root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common as bench  # noqa: E402

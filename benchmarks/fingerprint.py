@@ -16,9 +16,12 @@ Limits, and why they fall on the safe side:
   dataset's YAML enters as parsed values (its comments do not count), so a change of a value redoes
   the runs;
 - the model's YAML enters through what the synthetic run does with it, and as parsed values only
-  for the keys the synthetic run overrides (``RUN``: sizes, epochs, batches), whose values it
-  cannot see; so renaming an option, or moving it to another file, keeps the fingerprint when the
-  behaviour stays, while a changed default moves the ranks (or, for a size, the parsed values);
+  for the options the synthetic run cannot show: the keys it overrides (``RUN``, ``CROSS_DOMAIN``:
+  sizes, epochs, batches) and the options listed in ``UNSEEN``, whose effect needs more data or
+  epochs than it has. So renaming an option, or moving it to another file, keeps the fingerprint
+  when the behaviour stays, while a changed default moves the ranks or the parsed values. An
+  option added whose effect two small epochs cannot show belongs in ``UNSEEN``;
+- the CPU protocol that every benchmark run gets (``common.CPU_PROTOCOL``) is hashed as it is;
 - settings that point at another run's checkpoint (``checkpoint:<label>``) are left out of the
   synthetic run; the run they point at has a fingerprint of its own, and the settings key of the
   dependent run names it;
@@ -43,9 +46,9 @@ if __package__ in (None, ""):  # run as a script (python benchmarks/fingerprint.
 from benchmarks import common as bench  # noqa: E402
 
 REPO = bench.REPO
-# the definition of the fingerprint (what is hashed); 2: the model YAML counts only for the RUN keys,
-# and the option values the run records (its ``settings``, by name) count through what the run does
-DEFINITION = 2
+# the definition of the fingerprint (what is hashed). 1: the whole model YAML and the run's recorded
+# settings; 2: the model YAML only for the RUN keys; 3: also for the UNSEEN options, and the CPU protocol
+DEFINITION = 3
 NAME = "fingerprint"
 USERS, ITEMS = 120, 40
 # the synthetic run: two epochs, each evaluated, a fixed seed and small sizes so that a fingerprint
@@ -54,6 +57,14 @@ RUN = {
     "epochs": 2, "eval_step": 1, "stopping_step": 2, "seed": 7, "train_batch_size": 32,
     "eval_batch_size": 512, "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 16, "inner_size": 32,
     "embedding_size": 16,
+}
+# model options whose effect the synthetic run is too small to show, hashed as parsed values
+UNSEEN = {
+    # DiffRec's importance sampler draws uniformly until each of the N steps has loss_history_size
+    # losses, which two synthetic epochs never reach
+    "DiffRec": ("step_sampling", "loss_history_size", "importance_uniform_prob"),
+    # the pseudo-sequence LightGCN's batch is larger than the synthetic data
+    "i2VAE": ("psg_batch_size",),
 }
 CROSS_DOMAIN = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp", "domain"]},
@@ -122,9 +133,10 @@ def fingerprint(model, dataset, settings, work_dir=None):
     model_values = parsed_yaml(os.path.join("properties", "model", f"{model}.yaml")) or {}
     content["yaml"] = [
         parsed_yaml(os.path.join("properties", "overall.yaml")),
-        {key: value for key, value in model_values.items() if key in RUN},
+        {key: value for key, value in model_values.items() if key in RUN or key in CROSS_DOMAIN or key in UNSEEN.get(model, ())},
         dataset_values,
     ]
+    content["cpu_protocol"] = bench.CPU_PROTOCOL
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
 
@@ -135,13 +147,18 @@ UPGRADES_FILE = os.path.join(REPO, "benchmarks", "fingerprint_upgrades.json")
 
 
 def upgraded(value):
-    """``value`` under the current definition: its pair in :data:`UPGRADES_FILE`, else itself."""
+    """``value`` under the current definition: followed through the pairs of :data:`UPGRADES_FILE`
+    (1 -> 2 -> 3 ...), else itself."""
     try:
         with open(UPGRADES_FILE, encoding="utf-8") as handle:
             pairs = json.load(handle)["pairs"]
     except FileNotFoundError:
         return value
-    return pairs.get(value, value)
+    seen = set()
+    while value in pairs and value not in seen:
+        seen.add(value)
+        value = pairs[value]
+    return value
 
 
 def main(argv=None):

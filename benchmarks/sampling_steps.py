@@ -10,11 +10,11 @@ For a model with the option ``n_sample_steps`` (DiffRec and DreamRec: S < T runs
 this restores the checkpoint (read with ``weights_only=True``; its stored configuration rebuilds
 the data, ``--data_path`` tells where the data lies now) and evaluates the same weights once per
 S, with ``n_sample_steps=S`` in the model's configuration and the project's Trainer: the full-sort
-evaluation that training and ``benchmarks/run.py`` use, with the metrics of the dataset's YAML.
+evaluation that training and the benchmarks use, with the metrics of the dataset's YAML.
 Every S draws its noise from the model's evaluation generator, seeded alike at every scoring call.
 
 It writes (replaces) the section ``--section`` of ``benchmarks/results/runs/<dataset>.md`` and the raw
-numbers in ``benchmarks/results/runs/<dataset>-<section>.json`` with ``run.py``'s markers, lock and
+numbers in ``benchmarks/results/runs/<dataset>-<section>.json`` with ``benchmarks/common.py``'s markers, lock and
 atomic writes; ``<dataset>`` is the checkpoint's dataset unless ``--dataset_name_for_results``
 names another file. The table has one row per S, in the order given: HR@10, NDCG@10, NDCG@20 of
 the split, the wall seconds of one whole evaluation (the median of ``--repeats`` runs; rounds go
@@ -31,7 +31,7 @@ Exit code 0 on success.
 ``--variants KEY=VALUE[,KEY=VALUE] ...`` replaces ``--steps`` (exactly one of the two): one row
 per variant, labelled by its text, its settings set over the checkpoint's configuration (values
 as strings, converted by RecBole's Config like ``run.py``'s ``--set`` / ``--model_args``, parsed by
-``run.py``'s ``parse_settings``) and checked by the model's ``check_config``; the first variant is
+``benchmarks/common.py``'s ``parse_settings``) and checked by the model's ``check_config``; the first variant is
 the reference, the warm-up evaluation runs the last one (put the cheapest last). A key that the
 model's configuration lacks, a data or evaluation option (RecBole's Dataset and Evaluation
 arguments: every row shares one split and one dataloader), ``model``/``dataset``/``data_path``, a
@@ -53,8 +53,7 @@ import os
 import statistics
 import sys
 
-# run.py's machine record, section markers, lock and atomic writes are the ones every results
-# section shares; it lies beside this file (benchmarks/ is not a package)
+# the machine record, section markers, lock and atomic writes every results section shares (benchmarks/common.py)
 if __package__ in (None, ""):  # run as a script (python benchmarks/sampling_steps.py): the repository is the import root
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common as bench  # noqa: E402
@@ -69,7 +68,7 @@ REFERENCE_METRIC = "ndcg@10"
 METRIC_DECIMALS = 8
 # what the section states about the checkpoint's configuration, when the model has the option
 SETTINGS_KEYS = (
-    "n_diffusion_steps", "noise_schedule", "sample_eta", "guidance_weight", "hidden_size",
+    "n_diffusion_steps", "noise_schedule", "sample_eta", "sample_seed", "n_sample_draws", "guidance_weight", "hidden_size",
     "MAX_ITEM_LIST_LENGTH", "train_mode", "eval_batch_size", "seed",
 )
 MINUS = "\u2212"

@@ -195,3 +195,27 @@ def _is_recbole_file(file, subfolder):
     """Whether ``file`` lies directly in RecBole's ``properties/<subfolder>``."""
     folder = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties", subfolder)
     return os.path.dirname(os.path.realpath(file)) == os.path.realpath(folder)
+
+
+def stored_options(stored):
+    """A checkpoint's stored configuration (a dict with ``model`` and ``dataset``) in today's model
+    and option names, so that a checkpoint written before a rename restores as it ran:
+    ADARec's ``adarec_mode: released`` is the model ``ADARecReleased`` (``released_depths`` its
+    ``expert_depths``), and DiffRec's ``inference`` / ``n_inference_draws`` / ``inference_seed``
+    are ``n_sample_steps`` / ``n_sample_draws`` / ``sample_seed``. Returns a new dict."""
+    stored = dict(stored)  # the options the run was given; the YAML defaults come from today's files
+    if stored.get("model") == "ADARec" and ("adarec_mode" in stored or "released_depths" in stored):
+        released = stored.pop("adarec_mode", "paper") == "released"
+        depths = stored.pop("released_depths", None)
+        if released:
+            stored["model"] = "ADARecReleased"
+            if depths is not None:
+                stored["expert_depths"] = depths
+        if "rec_loss" in stored and stored["rec_loss"] is None:  # ~ was the mode's default
+            stored["rec_loss"] = "bce" if released else "ce"
+    if stored.get("model") == "DiffRec" and "inference" in stored:
+        stored["n_sample_steps"] = 1 if stored.pop("inference") == "one_step" else None
+        for old, new in (("n_inference_draws", "n_sample_draws"), ("inference_seed", "sample_seed")):
+            if old in stored:
+                stored[new] = stored.pop(old)
+    return stored

@@ -17,7 +17,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_diffusion import distributed
 from recbole_diffusion.compat import check_hyperopt, load_checkpoint
-from recbole_diffusion.config import Config
+from recbole_diffusion.config import Config, stored_options
 from recbole_diffusion.data.atomic import resolve_dataset
 from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
@@ -211,7 +211,7 @@ def load_data_and_model(model_file, data_path=None):
     eval mode.
     """
     checkpoint = load_checkpoint(model_file)
-    stored = json.loads(checkpoint["config"])
+    stored = stored_options(json.loads(checkpoint["config"]))
     model_name, dataset_name = stored.pop("model"), stored.pop("dataset")
     if data_path is not None:
         stored["data_path"] = os.path.abspath(data_path)

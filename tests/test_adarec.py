@@ -309,6 +309,8 @@ def test_scores_ignore_trailing_padding(tiny_data, name):
     "override, option",
     [
         ({"adarec_mode": "released"}, "adarec_mode"),
+        ({"model": "ADARecReleased", "adarec_mode": "released"}, "adarec_mode"),
+        ({"model": "ADARecReleased", "released_depths": [[2, 3]]}, "released_depths"),  # an earlier name
         ({"max_depth": 0}, "max_depth"),
         ({"max_depth": 51}, "max_depth"),
         ({"n_diffusion_steps": 8, "max_depth": 10}, "max_depth"),
@@ -372,3 +374,36 @@ def test_quick_run_trains_and_evaluates(tiny_data, in_tmp_dir, one_thread, name,
         assert set(values) >= {"hit@10", "ndcg@10"}
         assert all(0.0 <= v <= 1.0 for v in values.values())
     assert len(result["epoch_seconds"]) == 2
+
+
+def test_checkpoints_of_the_single_class_restore_as_they_ran(tiny_data, tmp_path):
+    """A checkpoint written when one ADARec class ran either method (``adarec_mode``) loads as the
+    model it ran; DiffRec's earlier option names load as the new ones."""
+    import json
+
+    from conftest import train_saved
+    from recbole_diffusion.compat import load_checkpoint
+    from recbole_diffusion.config import stored_options
+    from recbole_diffusion.quick_start import load_data_and_model
+
+    result = train_saved("ADARecReleased", tiny_data, tmp_path, **FAST, epochs=1, expert_depths=[[2, 3]])
+    checkpoint = load_checkpoint(result["saved_model_file"])
+    stored = json.loads(checkpoint["config"])  # the options the run was given
+    old = {k: v for k, v in stored.items() if k != "expert_depths"}
+    old.update(model="ADARec", adarec_mode="released", released_depths=[[2, 3]], rec_loss=None)
+    checkpoint["config"] = json.dumps(old)
+    old_file = tmp_path / "old.pth"
+    torch.save(checkpoint, old_file)
+    config, model, _, _, _, test_data = load_data_and_model(str(old_file))
+    assert type(model).__name__ == "ADARecReleased" and config["rec_loss"] == "bce"
+    assert config["expert_depths"] == [[2, 3]]
+    batch = next(iter(test_data))[0]
+    _, again, _, _, _, _ = load_data_and_model(result["saved_model_file"])
+    with torch.no_grad():
+        torch.testing.assert_close(model.full_sort_predict(batch), again.full_sort_predict(batch))
+
+    paper = stored_options({"model": "ADARec", "adarec_mode": "paper", "released_depths": [[4, 5]], "rec_loss": None})
+    assert paper == {"model": "ADARec", "rec_loss": "ce"}
+    diffrec = stored_options({"model": "DiffRec", "inference": "one_step", "n_inference_draws": 4, "inference_seed": 9})
+    assert diffrec == {"model": "DiffRec", "n_sample_steps": 1, "n_sample_draws": 4, "sample_seed": 9}
+    assert stored_options({"model": "DiffRec", "inference": "full_chain"})["n_sample_steps"] is None

@@ -2,6 +2,7 @@
 the same after a change that computes the same thing (a comment in a model file), different after a
 change of what the model computes or of a setting; an option renamed with its readers keeps it."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -74,6 +75,21 @@ def test_renaming_an_option_keeps_the_fingerprint_and_a_new_default_changes_it(t
 
     replace_in(yaml_file, "sample_draws: 10", "sample_draws: 3")
     assert fingerprint_of(str(repo), "--model=DiffRec") != original
+
+    # an option whose effect the two synthetic epochs cannot show (UNSEEN) counts by its value
+    replace_in(yaml_file, "sample_draws: 3", "sample_draws: 10")
+    replace_in(yaml_file, "loss_history_size: 10", "loss_history_size: 20")
+    assert fingerprint_of(str(repo), "--model=DiffRec") != original
+
+
+def test_upgraded_follows_the_chain_of_definitions(tmp_path, monkeypatch):
+    from benchmarks import fingerprint
+
+    table = tmp_path / "upgrades.json"
+    table.write_text(json.dumps({"pairs": {"one": "two", "two": "three", "loop": "loop"}}))
+    monkeypatch.setattr(fingerprint, "UPGRADES_FILE", str(table))
+    assert fingerprint.upgraded("one") == "three" and fingerprint.upgraded("two") == "three"
+    assert fingerprint.upgraded("other") == "other" and fingerprint.upgraded("loop") == "loop"
 
 
 def test_fingerprint_follows_the_settings():

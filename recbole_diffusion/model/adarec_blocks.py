@@ -19,6 +19,11 @@ from recbole_diffusion.errors import ConfigError, OptionChecks
 from recbole_diffusion.layers import causal_padding_mask, full_softmax_ce, sample_negative_items, sasrec_input
 
 REC_LOSSES = ("ce", "bce")
+# options of the single ADARec class that ran either method (before ADARecReleased was its own model)
+RENAMED_OPTIONS = {
+    "adarec_mode": "ADARec is the paper's method only; the authors' released code is the model ADARecReleased",
+    "released_depths": "renamed; the depths of ADARecReleased's experts are expert_depths",
+}
 
 
 class SequenceEncoder(nn.Module):
@@ -130,6 +135,9 @@ class ADARecBase(SequentialRecommender):
         """Fail at start, naming the option, for settings both models cannot run with; returns the
         checks and the number of diffusion steps for the subclass's own checks."""
         checks = OptionChecks(config)
+        for old, new in RENAMED_OPTIONS.items():
+            if checks.get(old) is not None:
+                raise ConfigError(f"{old}: {new}")
         n_steps = checks.integer("n_diffusion_steps", 1)
         schedule = checks.choice("noise_schedule", SCHEDULES)
         try:

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_diffusion.diffusion import SinusoidalStepEmbedding, uniform_steps
-from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.layers import SoftmaxGate, weighted_pool
 from recbole_diffusion.model.adarec_blocks import ADARecBase, DepthController, SequenceEncoder
 
@@ -72,8 +71,6 @@ class ADARec(ADARecBase):
     def check_config(cls, config):
         """Fail at start, naming the option, for settings ADARec cannot run with."""
         checks, n_steps = super().check_config(config)
-        if checks.get("adarec_mode") is not None:
-            raise ConfigError("adarec_mode: ADARec is the paper's method only; the authors' released code is the model ADARecReleased")
         checks.integer("max_depth", 1, n_steps, note="the deepest augmentation depth T_max, at most n_diffusion_steps")
         checks.number("gumbel_temperature", 0.0, low_open=True)
         for key in ("use_denoiser", "use_router", "use_gate"):
