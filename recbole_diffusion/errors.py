@@ -76,6 +76,12 @@ class OptionChecks:
         if negatives is not None and negatives.get("distribution", "none") != "none":
             raise ConfigError(f"train_neg_sample_args: {reason}; set it to None (~)")
 
+    def refuse_renamed(self, renamed):
+        """Refuse every option of ``renamed`` (earlier name -> what to use now) that is set."""
+        for old, new in renamed.items():
+            if self.get(old) is not None:
+                raise ConfigError(f"{old}: {new}")
+
     def choice(self, key, allowed, note=None):
         if self.get(key) not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(map(str, allowed))}{_note(note)}; got {self.get(key)!r}")

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from recbole_diffusion.diffusion.schedules import alphas_cumprod_from_betas, make_betas
-from recbole_diffusion.errors import ConfigError
 
 
 def evaluation_generator(seed):
@@ -47,9 +46,9 @@ def evaluation_generator(seed):
 #   sample_eta      1: ancestral posterior steps, 0: deterministic DDIM (only S < N differs)
 #   sample_seed     seed of evaluation_generator; ~ = the run's seed
 RENAMED_SAMPLING_OPTIONS = {
-    "inference": "n_sample_steps (1: one step, the former one_step; ~: the full chain, the former full_chain)",
-    "n_inference_draws": "n_sample_draws",
-    "inference_seed": "sample_seed",
+    "inference": "renamed; use n_sample_steps (1: one step, the former one_step; ~: the full chain, the former full_chain)",
+    "n_inference_draws": "renamed; use n_sample_draws",
+    "inference_seed": "renamed; use sample_seed",
 }
 
 
@@ -69,9 +68,7 @@ def sampling_options(config):
 def check_sampling_options(checks, n_steps):
     """Check the sampling options with ``checks`` (an ``OptionChecks``) against ``n_steps`` diffusion
     steps; an option of an earlier name is refused with its new one."""
-    for old, new in RENAMED_SAMPLING_OPTIONS.items():
-        if checks.get(old) is not None:
-            raise ConfigError(f"{old}: renamed; use {new}")
+    checks.refuse_renamed(RENAMED_SAMPLING_OPTIONS)
     if sample_steps_option(checks.get("n_sample_steps")) is not None:
         checks.integer("n_sample_steps", 1, n_steps, note="sampling steps S <= n_diffusion_steps, or ~ for the full chain")
     checks.number("sample_eta", 0.0, 1.0, note="1: ancestral, 0: deterministic DDIM")

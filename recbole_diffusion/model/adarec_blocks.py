@@ -135,9 +135,7 @@ class ADARecBase(SequentialRecommender):
         """Fail at start, naming the option, for settings both models cannot run with; returns the
         checks and the number of diffusion steps for the subclass's own checks."""
         checks = OptionChecks(config)
-        for old, new in RENAMED_OPTIONS.items():
-            if checks.get(old) is not None:
-                raise ConfigError(f"{old}: {new}")
+        checks.refuse_renamed(RENAMED_OPTIONS)
         n_steps = checks.integer("n_diffusion_steps", 1)
         schedule = checks.choice("noise_schedule", SCHEDULES)
         try:
