@@ -291,7 +291,7 @@ def is_current(stored, key, code, reuse_other_code, fingerprint=lambda: None):
 
 class Fingerprints:
     """Behaviour fingerprints (``benchmarks/fingerprint.py``) of the current code, one synthetic run
-    per (code hash, settings without the seed), kept in ``<work_dir>/fingerprints.json`` so that a
+    per (model, dataset, code hash, settings without the seed), kept in ``<work_dir>/fingerprints.json`` so that a
     resumed leaderboard does not compute them again."""
 
     def __init__(self, work_dir):
@@ -302,7 +302,7 @@ class Fingerprints:
     def of(self, entry, overrides, code):
         """The fingerprint, or None (with a warning) when its synthetic run fails."""
         settings = {k: v for k, v in overrides.items() if k != "seed"}
-        key = f"{behaviour.DEFINITION}:{entry['model']}:{code}:{settings_key(settings)}"
+        key = f"{behaviour.DEFINITION}:{entry['model']}:{entry['dataset']}:{code}:{settings_key(settings)}"
         if key not in self.known:
             try:
                 self.known[key] = behaviour.fingerprint(entry["model"], entry["dataset"], settings, self.work_dir)

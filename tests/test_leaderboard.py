@@ -256,3 +256,15 @@ def test_a_missing_source_checkpoint_is_rerun_only_when_a_run_still_needs_it(tmp
     (tmp_path / "gone.pth").unlink()
     (folder / f"{lb.bench.slug('DreamRec@x')}-seed7.json").write_text(json.dumps({"status": "ok"}))
     assert not lb.checkpoint_needed(sasrec, 7, [sasrec, dependent], results, "tiny")  # dependent stored
+
+
+def test_fingerprints_of_one_model_on_two_datasets_are_kept_apart(monkeypatch, tmp_path):
+    # the cross-domain leaderboard runs SASRec once per domain: each label needs its own fingerprint
+    monkeypatch.setattr(lb.behaviour, "fingerprint", lambda model, dataset, settings, work_dir=None: f"{model}@{dataset}")
+    fingerprints = lb.Fingerprints(str(tmp_path))
+    cloth = {"label": "SASRec@cloth", "model": "SASRec", "dataset": "cloth"}
+    sport = {"label": "SASRec@sport", "model": "SASRec", "dataset": "sport"}
+    assert fingerprints.of(cloth, {"seed": 1}, "code") == "SASRec@cloth"
+    assert fingerprints.of(sport, {"seed": 1}, "code") == "SASRec@sport"
+    # and a resumed leaderboard reads both back from its work folder
+    assert lb.Fingerprints(str(tmp_path)).of(sport, {"seed": 2}, "code") == "SASRec@sport"
