@@ -521,11 +521,46 @@ def sparse_groups(board):
     return sorted(groups, key=lambda g: int(g[len("history<="):]))
 
 
+def verdict(comparison):
+    """``beats`` / ``trails`` / ``cannot be told from``: where the interval lies against 0."""
+    _, low, high, _ = comparison
+    return "beats" if low > 0 else "trails" if high < 0 else "cannot be told from"
+
+
+def evidence(board, label):
+    """Links, relative to the page, to the label's stored runs and, for a plugin model, to its notes."""
+    runs = board.ok(label)
+    links = [f"[{r['seed']}](leaderboard/{board.dataset}/{bench.slug(label)}-seed{r['seed']}.json)" for r in runs]
+    text = "runs " + ", ".join(links)
+    model = runs[0]["model"] if runs else None
+    if model and os.path.isfile(os.path.join(REPO, "docs", "models", f"{model}.md")):
+        text += f"; notes [docs/models/{model}.md](../../docs/models/{model}.md)"
+    return text
+
+
+def budget_cut(runs):
+    """How many of ``runs`` the epoch budget ended while valid NDCG@10 still improved within the
+    early-stopping patience (best epochs count from 0), so that a longer budget might help them."""
+    cut = 0
+    for r in runs:
+        overrides = r.get("overrides") or {}
+        try:
+            budget, patience = int(overrides["epochs"]), int(overrides["stopping_step"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if r.get("epochs_run") == budget and r.get("best_epoch") is not None and r["best_epoch"] > budget - 1 - patience:
+            cut += 1
+    return cut
+
+
 def findings(board, domain=None):
-    """What the table says, in words, from the stored numbers only."""
+    """What the table says, in words, from the stored numbers only, each line linking to its
+    runs: every model against the reference, the models that do not clear the most-popular floor,
+    and the runs that the epoch budget cut short."""
     reference = board.reference(domain)
     if reference is None:
         return ["- No SASRec run is stored yet, so nothing is compared."]
+    floor = "Pop" if board.ok("Pop") and (domain is None or board.has_domain("Pop", domain)) else None
     lines = []
     for label in board.labels:
         if label == reference or (domain and not board.has_domain(label, domain)) or not board.ok(label):
@@ -534,14 +569,39 @@ def findings(board, domain=None):
         if comparison is None:
             continue
         mean, low, high, seeds = comparison
-        if low > 0:
-            verdict = "beats"
-        elif high < 0:
-            verdict = "trails"
-        else:
-            verdict = "cannot be told from"
-        lines.append(f"- `{label}` {verdict} `{reference}` on NDCG@10 ({mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], {seeds} seed(s)).")
+        line = f"- `{label}` {verdict(comparison)} `{reference}` on NDCG@10 ({mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], {seeds} seed(s))"
+        if floor and label != floor:
+            against_floor = board.comparison(label, floor, domain)
+            if against_floor is not None and verdict(against_floor) != "beats":
+                f_mean, f_low, f_high, _ = against_floor
+                line += f"; it does not clear the most-popular floor `{floor}` ({f_mean:+.4f}, [{f_low:+.4f}, {f_high:+.4f}])"
+        cut = budget_cut(board.ok(label))
+        if cut:
+            line += f"; {cut} of {len(board.ok(label))} run(s) used the whole epoch budget, so a longer one may still help it"
+        lines.append(line + f" ({evidence(board, label)}).")
     return lines
+
+
+def headline(board, label, domain=None):
+    """The label's result as the README states it: ``(NDCG@10 mean ± std (n seeds), Δ against the
+    reference [95% CI])``, both rendered as on the page."""
+    runs = board.ok(label)
+    if not runs:
+        return None
+    value = fmt_mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in runs]) + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+    reference = board.reference(domain)
+    if label == reference:
+        return value, "(reference)"
+    ref_value = mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in board.ok(reference)])[0]
+    return value, fmt_interval(board.comparison(label, reference, domain), ref_value)
+
+
+def load_board(dataset, results_dir, resamples):
+    """The page's :class:`Board` of a dataset, from its stored runs."""
+    runs = stored_runs(results_dir, dataset)
+    preset = [entry["label"] for entry in leaderboard_entries(dataset)[0]]
+    labels = preset + [label for label in dict.fromkeys(label for label, _ in runs) if label not in preset]
+    return Board(dataset, runs, labels, None, resamples)
 
 
 def chart(board, path, domain=None):
@@ -638,10 +698,8 @@ def page_command(dataset, runs, seeds):
 
 def render(dataset, results_dir, resamples):
     """Rewrite ``<dataset>.md`` and its chart(s) from the stored runs alone; return the page's path."""
-    runs = stored_runs(results_dir, dataset)
-    preset = [entry["label"] for entry in leaderboard_entries(dataset)[0]]
-    labels = preset + [label for label in dict.fromkeys(label for label, _ in runs) if label not in preset]
-    board = Board(dataset, runs, labels, None, resamples)
+    board = load_board(dataset, results_dir, resamples)
+    runs = board.runs
     command = page_command(dataset, runs, board.seeds)
     lines = [f"# Leaderboard: {dataset}", "", "Written by `benchmarks/leaderboard.py` from the runs stored in "
              f"[`leaderboard/{dataset}/`](leaderboard/{dataset}/); one-off experiments (ablations, curves, diagnostics) "
@@ -691,6 +749,11 @@ def main(argv=None):
     results_dir = os.path.abspath(args.results_dir)
     if args.render:
         print(f"wrote {render(args.dataset, results_dir, args.bootstrap)}")
+        board = load_board(args.dataset, results_dir, args.bootstrap)
+        for domain in board.domains or [None]:
+            for label in board.labels:
+                if (domain is None or board.has_domain(label, domain)) and board.ok(label):
+                    print(f"{label}" + (f" ({domain})" if domain else "") + ": NDCG@10 " + " | Δ ".join(headline(board, label, domain)))
         return 0
     work_dir = os.path.abspath(args.work_dir or os.path.join(REPO, "benchmarks", "logs", f"leaderboard-{args.dataset}"))
     os.makedirs(runs_dir(results_dir, args.dataset), exist_ok=True)

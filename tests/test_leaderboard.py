@@ -4,6 +4,7 @@ from the stored JSON alone, and the paired bootstrap behaves on constructed case
 import importlib.util
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -268,3 +269,72 @@ def test_fingerprints_of_one_model_on_two_datasets_are_kept_apart(monkeypatch, t
     assert fingerprints.of(sport, {"seed": 1}, "code") == "SASRec@sport"
     # and a resumed leaderboard reads both back from its work folder
     assert lb.Fingerprints(str(tmp_path)).of(sport, {"seed": 2}, "code") == "SASRec@sport"
+
+
+# a row of the README's model table that states a leaderboard result:
+# | model | paper | `label` on dataset[ (domain)] | NDCG@10 mean ± std (n seeds) | Δ [95% CI] | notes |
+README_ROW = re.compile(
+    r"^\|[^|]*\|[^|]*\| `(?P<label>[^`]+)` on (?P<dataset>[\w-]+)(?: \((?P<domain>[\w-]+)\))? \| (?P<value>[^|]+?) \| (?P<delta>[^|]+?) \|"
+)
+
+
+def readme_rows(text):
+    return [match.groupdict() for match in map(README_ROW.match, text.splitlines()) if match]
+
+
+def constructed_board(results, ranks_of, seeds=(1,), extra=None):
+    """A :class:`Board` of dataset ``tiny`` from stored runs made up of per-user ranks (``ranks_of``:
+    label -> ranks, the same users), each label's model its label's first word."""
+    folder = results / "leaderboard" / "tiny"
+    folder.mkdir(parents=True, exist_ok=True)
+    for label, ranks in ranks_of.items():
+        for seed in seeds:
+            rows = {"user": [f"u{i}" for i in range(len(ranks))], "rank": ranks}
+            record = {"label": label, "model": label.split("@")[0], "seed": seed, "status": "ok",
+                      "test_result": {"ndcg@10": float(lb.user_metric(ranks, "ndcg@10").mean())},
+                      "test_rows": lb.worker.encode_rows(rows), **(extra or {}).get(label, {})}
+            (folder / f"{lb.bench.slug(label)}-seed{seed}.json").write_text(json.dumps(record))
+    return lb.load_board("tiny", str(results), 200)
+
+
+def test_findings_link_their_runs_and_name_models_below_the_floor_or_cut_by_the_budget(tmp_path):
+    rng = np.random.default_rng(4)
+    reference = rng.integers(1, 40, 300)
+    ranks = {
+        "SASRec": reference,
+        "Pop": rng.integers(5, 80, 300),
+        "DreamRec": np.full(300, 500),  # ranks nothing: below the floor
+        "AsarRec": np.where(rng.random(300) < 0.5, 1, reference),  # better than the reference
+    }
+    budget = {"overrides": {"epochs": "50", "stopping_step": "5"}}
+    extra = {
+        "AsarRec": {**budget, "epochs_run": 50, "best_epoch": 47},  # still improving when the budget ended
+        "DreamRec": {**budget, "epochs_run": 7, "best_epoch": 1},  # early stopping ended it
+    }
+    board = constructed_board(tmp_path, ranks, seeds=(1, 2), extra=extra)
+    lines = {line.split("`")[1]: line for line in lb.findings(board)}
+    assert "beats `SASRec`" in lines["AsarRec"] and "floor" not in lines["AsarRec"]
+    assert "2 of 2 run(s) used the whole epoch budget" in lines["AsarRec"]
+    assert "trails `SASRec`" in lines["DreamRec"] and "does not clear the most-popular floor `Pop`" in lines["DreamRec"]
+    assert "budget" not in lines["DreamRec"]
+    assert "[1](leaderboard/tiny/AsarRec-seed1.json), [2](leaderboard/tiny/AsarRec-seed2.json)" in lines["AsarRec"]
+    assert "(../../docs/models/AsarRec.md)" in lines["AsarRec"]  # the plugin model's notes
+    # a run that early stopping ended on the budget's last epoch was not cut short
+    assert lb.budget_cut([{**budget, "epochs_run": 50, "best_epoch": 44}]) == 0
+    assert lb.budget_cut([{**budget, "epochs_run": 50, "best_epoch": 45}]) == 1
+
+
+def test_the_readme_check_reads_a_row_and_catches_a_changed_number(tmp_path):
+    line = "| `AsarRec` | paper | `AsarRec` on amazon-beauty | 0.0430 ± 0.0004 (2 seeds) | +0.0024 (+6%) [+0.0014, +0.0034] | notes |"
+    (row,) = readme_rows(line)
+    assert row == {"label": "AsarRec", "dataset": "amazon-beauty", "domain": None, "value": "0.0430 ± 0.0004 (2 seeds)",
+                   "delta": "+0.0024 (+6%) [+0.0014, +0.0034]"}
+    (row,) = readme_rows("| | | `i2VAE` on cloth-sport (cloth) | 0.01 (1 seed) | – | x |")
+    assert row["domain"] == "cloth"
+    # a stored board whose number differs from the row's
+    rng = np.random.default_rng(3)
+    board = constructed_board(tmp_path, {"SASRec": rng.integers(1, 30, 50), "AsarRec": rng.integers(1, 30, 50)})
+    value, delta = lb.headline(board, "AsarRec")
+    assert value.endswith("(1 seed)") and delta.count("[") == 1
+    assert lb.headline(board, "SASRec")[1] == "(reference)"
+    assert (row["value"], row["delta"]) != (value, delta)
