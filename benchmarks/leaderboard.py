@@ -510,6 +510,29 @@ def group_table(board, groups):
     return lines if any_row else []
 
 
+# a group whose every model hits fewer targets than this at 10 (mean over seeds) is too small to compare
+FEW_HITS = 20
+
+
+def small_group_notes(board, groups):
+    """A line for each group in which no model hits ``FEW_HITS`` targets at 10 (HR@10 × users, mean
+    over seeds): its means move by a whole user's hit, so the table cannot rank the models there."""
+    notes = []
+    for title, group in groups:
+        hits = {}
+        for label in board.labels:
+            runs = board.ok(label)
+            users = runs[0]["test_result"].get(f"users ({group})") if runs else None
+            values = [r["test_result"].get(f"hit@10 ({group})") for r in runs]
+            if users and None not in values:
+                hits[label] = statistics.fmean(values) * users
+        if hits and max(hits.values()) < FEW_HITS:
+            counts = ", ".join(f"`{label}` {value:.1f}" for label, value in hits.items())
+            notes.append(f"- {title}: too few hits to compare the models (targets in the top 10 per seed: {counts}; "
+                         "one user more or less moves HR@10 by 1 / users).")
+    return notes
+
+
 def sparse_groups(board):
     groups = []
     for label in board.labels:
@@ -719,11 +742,15 @@ def render(dataset, results_dir, resamples):
             table = group_table(board, groups)
             if table:
                 lines += [f"User groups in `{domain}` (cold-start: no earlier item of the domain; long-tailed: a few):", "", *table, ""]
+                notes = small_group_notes(board, groups)
+                lines += [*notes, ""] if notes else []
     if not board.domains:
         groups = [(f"≤ {g[len('history<='):]} train interactions", g) for g in sparse_groups(board)]
         table = group_table(board, groups) if groups else []
         if table:
             lines += ["## Sparse users", "", "The same checkpoints on the users with few training interactions (option `sparse_users`):", "", *table, ""]
+            notes = small_group_notes(board, groups)
+            lines += [*notes, ""] if notes else []
     failed = [(label, seed, r.get("error")) for (label, seed), r in sorted(runs.items()) if r.get("status") != "ok"]
     if failed:
         lines += ["Failed runs (rerun by the next invocation):", ""]

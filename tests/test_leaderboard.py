@@ -338,3 +338,15 @@ def test_the_readme_check_reads_a_row_and_catches_a_changed_number(tmp_path):
     assert value.endswith("(1 seed)") and delta.count("[") == 1
     assert lb.headline(board, "SASRec")[1] == "(reference)"
     assert (row["value"], row["delta"]) != (value, delta)
+
+
+def test_a_group_with_too_few_hits_is_flagged_and_a_larger_one_is_not(tmp_path):
+    ranks = np.arange(1, 101)
+    extra = {
+        "SASRec": {"test_result": {"ndcg@10": 0.1, "users (g)": 200, "hit@10 (g)": 0.005, "users (h)": 200, "hit@10 (h)": 0.2}},
+        "i2VAE": {"test_result": {"ndcg@10": 0.1, "users (g)": 200, "hit@10 (g)": 0.01, "users (h)": 200, "hit@10 (h)": 0.05}},
+    }
+    board = constructed_board(tmp_path, {"SASRec": ranks, "i2VAE": ranks}, seeds=(1, 2), extra=extra)
+    notes = lb.small_group_notes(board, [("small", "g"), ("large", "h")])
+    assert len(notes) == 1 and notes[0].startswith("- small: too few hits")
+    assert "`SASRec` 1.0, `i2VAE` 2.0" in notes[0]
