@@ -324,6 +324,20 @@ def test_findings_link_their_runs_and_name_models_below_the_floor_or_cut_by_the_
     assert lb.budget_cut([{**budget, "epochs_run": 50, "best_epoch": 45}]) == 1
 
 
+def test_readme_states_each_models_result_as_the_stored_leaderboard_gives_it():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as handle:
+        rows = readme_rows(handle.read())
+    stated = {row["label"].split("@")[0] for row in rows}
+    assert {"DiffRec", "DreamRec", "ADARec", "AsarRec", "i2VAE"} <= stated
+    boards = {}
+    for row in rows:
+        dataset = row["dataset"]
+        if dataset not in boards:
+            boards[dataset] = lb.load_board(dataset, os.path.join(REPO, "benchmarks", "results"), 1000)
+        expected = lb.headline(boards[dataset], row["label"], row["domain"])
+        assert (row["value"], row["delta"]) == expected, f"README row for {row['label']} on {dataset}"
+
+
 def test_the_readme_check_reads_a_row_and_catches_a_changed_number(tmp_path):
     line = "| `AsarRec` | paper | `AsarRec` on amazon-beauty | 0.0430 ± 0.0004 (2 seeds) | +0.0024 (+6%) [+0.0014, +0.0034] | notes |"
     (row,) = readme_rows(line)
