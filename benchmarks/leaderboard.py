@@ -652,8 +652,8 @@ def chart(board, path, domain=None):
     fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2, 3.2))
     ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color="#4C72B0")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-    ax.set_ylabel("test NDCG@10 (mean ± std over seeds)")
-    ax.set_title(f"{board.dataset}" + (f", {domain}" if domain else ""))
+    ax.set_ylabel("test NDCG@10")
+    ax.set_title(f"{board.dataset}" + (f", {domain}" if domain else "") + ": mean ± std over seeds")
     fig.tight_layout()
     with bench.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
