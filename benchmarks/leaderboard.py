@@ -412,6 +412,7 @@ class Board:
         self.labels = labels or list(dict.fromkeys(label for label, _ in runs))
         self.seeds = seeds or sorted({seed for _, seed in runs})
         self.domains = domains_of(runs)
+        self._comparisons = {}  # (label, reference, domain) -> comparison: the page and headlines ask again
 
     def ok(self, label):
         return [self.runs[(label, s)] for s in self.seeds if self.runs.get((label, s), {}).get("status") == "ok"]
@@ -430,6 +431,12 @@ class Board:
     def comparison(self, label, reference, domain=None):
         """``(mean, low, high, seeds)`` of the model's NDCG@10 minus the reference's, over the
         seeds both have, or None."""
+        key = (label, reference, domain)
+        if key not in self._comparisons:
+            self._comparisons[key] = self._compare(label, reference, domain)
+        return self._comparisons[key]
+
+    def _compare(self, label, reference, domain):
         pairs = []
         for seed in self.seeds:
             a, b = self.runs.get((label, seed)), self.runs.get((reference, seed))
@@ -439,6 +446,16 @@ class Board:
         if not pairs or len({len(p) for p in pairs}) != 1 or len(pairs[0]) == 0:
             return None
         return (*paired_bootstrap(pairs, self.resamples), len(pairs))
+
+    def delta(self, label, domain=None):
+        """The ΔNDCG@10 cell of ``label`` against the reference: the interval, ``(reference)``, or –."""
+        reference = self.reference(domain)
+        if label == reference:
+            return "(reference)"
+        if reference is None:
+            return "–"
+        ref_value = mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in self.ok(reference)])[0]
+        return fmt_interval(self.comparison(label, reference, domain), ref_value)
 
     def seconds(self, label):
         return mean_std([(r.get("summary") or bench.summarise(r))["sec_per_epoch"] for r in self.ok(label)])[0]
@@ -454,8 +471,6 @@ def fmt_interval(comparison, reference_value):
 
 def main_table(board, domain=None):
     reference = board.reference(domain)
-    ref_runs = board.ok(reference) if reference else []
-    ref_value = mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in ref_runs])[0]
     ref_seconds = board.seconds(reference) if reference else None
     header = ["Model", "Seeds", *[bench.metric_title(m) for m in METRICS], f"ΔNDCG@10 vs {reference or 'SASRec'} [95% CI]",
               "Best epoch", "s/epoch", f"× {reference or 'SASRec'}", "Valid eval s", "Test eval s", "Peak RSS MB"]
@@ -472,10 +487,7 @@ def main_table(board, domain=None):
         seconds = board.seconds(label)
         row = [f"`{label}`", str(len(runs))]
         row += [fmt_mean_std([r["test_result"].get(metric_key(m, domain)) for r in runs]) for m in METRICS]
-        if label == reference:
-            row.append("(reference)")
-        else:
-            row.append(fmt_interval(board.comparison(label, reference, domain), ref_value) if reference else "–")
+        row.append(board.delta(label, domain))
         row += [
             fmt_mean_std([r.get("best_epoch") for r in runs], 1),
             bench.fmt_seconds(seconds),
@@ -612,11 +624,7 @@ def headline(board, label, domain=None):
     if not runs:
         return None
     value = fmt_mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in runs]) + f" ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-    reference = board.reference(domain)
-    if label == reference:
-        return value, "(reference)"
-    ref_value = mean_std([r["test_result"].get(metric_key(COMPARED, domain)) for r in board.ok(reference)])[0]
-    return value, fmt_interval(board.comparison(label, reference, domain), ref_value)
+    return value, board.delta(label, domain)
 
 
 def load_board(dataset, results_dir, resamples):
@@ -721,8 +729,12 @@ def page_command(dataset, runs, seeds):
 
 def render(dataset, results_dir, resamples):
     """Rewrite ``<dataset>.md`` and its chart(s) from the stored runs alone; return the page's path."""
-    board = load_board(dataset, results_dir, resamples)
-    runs = board.runs
+    return write_page(load_board(dataset, results_dir, resamples), results_dir)
+
+
+def write_page(board, results_dir):
+    """Write ``board``'s page and chart(s) into ``results_dir``; return the page's path."""
+    dataset, runs = board.dataset, board.runs
     command = page_command(dataset, runs, board.seeds)
     lines = [f"# Leaderboard: {dataset}", "", "Written by `benchmarks/leaderboard.py` from the runs stored in "
              f"[`leaderboard/{dataset}/`](leaderboard/{dataset}/); one-off experiments (ablations, curves, diagnostics) "
@@ -775,8 +787,8 @@ def main(argv=None):
         return 2
     results_dir = os.path.abspath(args.results_dir)
     if args.render:
-        print(f"wrote {render(args.dataset, results_dir, args.bootstrap)}")
         board = load_board(args.dataset, results_dir, args.bootstrap)
+        print(f"wrote {write_page(board, results_dir)}")
         for domain in board.domains or [None]:
             for label in board.labels:
                 if (domain is None or board.has_domain(label, domain)) and board.ok(label):
