@@ -163,6 +163,49 @@ def test_sequence_loss_equals_prefix_loss_on_the_same_targets(tiny_data, split, 
     assert torch.allclose(sequence_loss, prefix_loss, atol=1e-10, rtol=0), (sequence_loss, prefix_loss)
 
 
+@pytest.mark.parametrize("readout", ["constant_slot", "last_position"])
+def test_readouts_without_diffusion_train_as_prefix_samples_and_evaluate_deterministically(tiny_data, split, readout):
+    """The ablation readouts: the sequence-mode loss is the cross-entropy of the prefix samples
+    (no L_n, no step draw), and evaluation is one draw that no noise seed changes; at
+    ``last_position`` the score of a history is SASRec's: the output at its last item."""
+    _, model, train_data, valid_data = build(tiny_data, split, readout=readout, output_bias=False)
+    model = model.double().eval()
+    assert model.output_layer.bias is None
+    batch = next(b for b in train_data if b["item_id_list"].size(1) == model.max_seq_length)
+    drawn = []
+    model.step_sampler.sample = lambda *a, **k: drawn.append(1)
+    sequence_loss = model.calculate_loss(batch)
+
+    from recbole.data.interaction import Interaction
+
+    _, _, histories, lengths, items = expand_to_prefix(model, batch)
+    prefix_loss = model.calculate_loss(Interaction({"item_id_list": histories, "item_length": lengths, "item_id": items}))
+    assert torch.allclose(sequence_loss, prefix_loss, atol=1e-10, rtol=0), (sequence_loss, prefix_loss)
+    assert not drawn  # no diffusion step is sampled
+
+    interaction = first_batch(valid_data)[0]
+    item_seq, item_len = interaction["item_id_list"], interaction["item_length"]
+    generated = model.generate(item_seq, item_len, generator=torch.Generator().manual_seed(1))
+    again = model.generate(item_seq, item_len, generator=torch.Generator().manual_seed(2))
+    assert generated.shape == (item_seq.size(0), 1, model.hidden_size) and torch.equal(generated, again)
+    if readout == "last_position":
+        hidden = model.dropout(model.LayerNorm(model.item_embedding(item_seq) + model.position_embedding(
+            torch.arange(item_seq.size(1)))))
+        from recbole_diffusion.layers import causal_padding_mask
+
+        output = model.trm_encoder(hidden, causal_padding_mask(item_seq).double(), output_all_encoded_layers=False)[-1]
+        expected = output[torch.arange(item_seq.size(0)), item_len - 1]
+        assert torch.allclose(generated[:, 0], expected, atol=1e-10, rtol=0)
+
+
+def test_input_layer_norm_off_feeds_the_bare_sum_of_eq_14(tiny_data, split):
+    _, model, _, _ = build(tiny_data, split, input_layer_norm=False, use_step_embedding=False)
+    model.eval()
+    tokens = torch.randn(2, 4, model.hidden_size)
+    positions = torch.arange(4)
+    assert torch.equal(model._embed(tokens, positions, None), tokens + model.position_embedding(positions))
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_loss_is_weighted_mse_plus_cross_entropy_and_records_one_value_per_sequence(tiny_data, split, reduction):
     import torch.nn.functional as F
@@ -436,6 +479,9 @@ def test_ablation_switches_remove_the_embeddings(tiny_data, split):
         ("use_step_embedding", "yes", "use_step_embedding"),
         ("embedding_init_std", 0.0, "embedding_init_std"),
         ("embedding_init_std", -1.0, "embedding_init_std"),
+        ("readout", "middle", "readout"),
+        ("output_bias", "no", "output_bias"),
+        ("input_layer_norm", 2, "input_layer_norm"),
     ],
 )
 def test_invalid_hyperparameters_fail_in_config(tiny_data, key, value, message):

@@ -30,6 +30,10 @@ __all__ = ["DiffRec", "two_stream_encode"]
 
 STEP_SAMPLING = ("importance", "uniform")
 MSE_REDUCTIONS = ("mean", "sum")
+# where the DSR's prediction is read: the noise-filled slot after the history (the paper, Eq. 16), a
+# learned constant in that slot with no noise and no L_n (diffusion off), or the last history item's
+# own output as SASRec reads it (no slot, no diffusion)
+READOUTS = ("noise_slot", "constant_slot", "last_position")
 
 
 # ---------------------------------------------------------------------------- two-stream encoder
@@ -123,7 +127,11 @@ class DiffRec(SequentialRecommender):
     NOTE: Scales the paper leaves open were chosen on valid NDCG@10 of amazon-beauty (``step_embedding_scale``,
         ``mse_loss_weight``); item and position embeddings start at SASRec's std 0.02 (``embedding_init_std``).
     NOTE: The DSR's input sum goes through LayerNorm and dropout (SASRec's input block) into RecBole's post-LN
-        encoder; the step sinusoid has no MLP by default (``step_embedding_mlp``).
+        encoder (``input_layer_norm: False`` is Eq. 14's bare sum); the step sinusoid has no MLP by default
+        (``step_embedding_mlp``).
+    NOTE: ``readout``, ``output_bias`` and ``tie_output_weights`` exist to take the gap to SASRec apart
+        (``docs/models/DiffRec.md``): ``readout: constant_slot`` switches diffusion off, ``last_position`` is
+        SASRec's readout; neither is the paper's method.
     NOTE: ``train_mode: sequence`` (the default) trains every target of a user window at once with a two-stream
         encoder (the same outputs as prefix training), one step n per window; ``noised_items`` > 1 needs prefix.
     NOTE: Evaluation noise comes from a CPU generator seeded with ``sample_seed`` at every call: reproducible,
@@ -167,6 +175,9 @@ class DiffRec(SequentialRecommender):
         self.use_step_embedding = config["use_step_embedding"]
         self.noised_items = config["noised_items"]
         self.tie_output_weights = config["tie_output_weights"]
+        self.output_bias = config["output_bias"]
+        self.input_layer_norm = config["input_layer_norm"]
+        self.readout = config["readout"]
         self.TARGET_SEQ = target_field(config)
 
         # layers
@@ -185,7 +196,7 @@ class DiffRec(SequentialRecommender):
             hidden_act=self.hidden_act,
             layer_norm_eps=self.layer_norm_eps,
         )
-        self.output_layer = nn.Linear(self.hidden_size, self.n_items)  # W, b of Eq. 8
+        self.output_layer = nn.Linear(self.hidden_size, self.n_items, bias=self.output_bias)  # W, b of Eq. 8
         self.diffusion = GaussianDiffusion.from_schedule(self.noise_schedule, self.n_diffusion_steps)
         self.step_sampler = StepImportanceSampler(
             self.n_diffusion_steps,
@@ -198,6 +209,8 @@ class DiffRec(SequentialRecommender):
         self.apply(self._init_weights)
         if self.tie_output_weights:
             self.output_layer.weight = self.item_embedding.weight
+        if self.readout == "constant_slot":  # created last: the other weights start as in the default
+            self.slot_embedding = nn.Parameter(torch.randn(self.hidden_size) * self.embedding_init_std)
 
     @classmethod
     def check_config(cls, config):
@@ -226,8 +239,17 @@ class DiffRec(SequentialRecommender):
             number("position_embedding_init_std", 0.0, float("inf"), low_open=True)
         check_sampling_options(checks, n_steps)
         integer("n_sample_draws", 1)
-        for key in ("use_position_embedding", "use_step_embedding", "step_embedding_mlp", "tie_output_weights"):
+        for key in ("use_position_embedding", "use_step_embedding", "step_embedding_mlp", "tie_output_weights",
+                    "output_bias", "input_layer_norm"):
             boolean(key)
+        readout = choice("readout", READOUTS)
+        if readout != "noise_slot" and rec == 0:
+            raise ConfigError(
+                f"readout: {readout!r} trains with L_Rec alone (there is no noise to denoise), so "
+                "rec_loss_weight must be positive; got 0"
+            )
+        if readout != "noise_slot" and get("noised_items", 1) != 1:
+            raise ConfigError(f"noised_items: readout {readout!r} has no diffusion, so K must be 1")
         checks.transformer()
         max_length = integer("MAX_ITEM_LIST_LENGTH", 2)
         noised = integer("noised_items", 1)
@@ -255,17 +277,20 @@ class DiffRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ DSR building blocks
     def _embed(self, token_emb, positions, steps):
-        """Eq. 14: tokens + position embedding + step embedding, then LayerNorm and dropout.
+        """Eq. 14: tokens + position embedding + step embedding (none when ``steps`` is None), then
+        LayerNorm (``input_layer_norm``) and dropout.
 
         ``token_emb`` [B, S, d]; ``positions`` [S] or [B, S]; ``steps`` [B] 0-based indices.
         """
         hidden = token_emb
         if self.use_position_embedding:
             hidden = hidden + self.position_embedding(positions)
-        if self.use_step_embedding:
+        if self.use_step_embedding and steps is not None:
             step_emb = self.step_embedding_scale * self.step_embedding(steps).to(hidden.dtype)
             hidden = hidden + step_emb.unsqueeze(1)
-        return self.dropout(self.LayerNorm(hidden))
+        if self.input_layer_norm:
+            hidden = self.LayerNorm(hidden)
+        return self.dropout(hidden)
 
     def _prefix_inputs(self, item_seq, item_seq_len):
         """History [B, W] -> (DSR item ids [B, W'] with 0 at the slot, slot index [B]).
@@ -347,6 +372,19 @@ class DiffRec(SequentialRecommender):
         query_mask = _query_mask(item_seq > 0, limits).to(clean.dtype)
         return two_stream_encode(self.trm_encoder, clean, query, clean_mask, query_mask)
 
+    def encode_positions(self, item_seq):
+        """The DSR on the clean history alone (``readout: last_position``): [B, W, d], causal."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device)
+        hidden = self._embed(self.item_embedding(item_seq), positions, None)
+        mask = causal_padding_mask(item_seq).to(hidden.dtype)
+        return self.trm_encoder(hidden, mask, output_all_encoded_layers=False)[-1]
+
+    def encode_history(self, item_seq, item_seq_len):
+        """The output at each history's last item (``readout: last_position``): [B, d]."""
+        width = min(int(item_seq_len.max()), item_seq.size(1))
+        output = self.encode_positions(item_seq[:, :width])
+        return output[torch.arange(output.size(0), device=output.device), item_seq_len - 1]
+
     # ------------------------------------------------------------------ training
     def _noise_like(self, x):
         """ε ~ N(0, I) for training, from the global random state (seeded by RecBole)."""
@@ -361,10 +399,14 @@ class DiffRec(SequentialRecommender):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         target = interaction[self.POS_ITEM_ID]
+        if self.readout == "last_position":
+            predicted = self.encode_history(item_seq, item_seq_len)
+            sequence_index = torch.arange(target.size(0), device=target.device)
+            return self._loss(predicted, None, target, sequence_index, None, None)
         history, slot = self._prefix_inputs(item_seq, item_seq_len)
-        steps, weights = self.step_sampler.sample(target.size(0), device=target.device)
+        steps, weights = self._sample_steps(target.size(0), target.device)
         clean_target = self.item_embedding(target)
-        x_slot = self.diffusion.q_sample(clean_target, steps, noise=self._noise_like(clean_target))
+        x_slot = self._slot_input(clean_target, steps)
         predicted = self.denoise_prefix(history, slot, x_slot, steps)
         sequence_index = torch.arange(target.size(0), device=target.device)
         return self._loss(predicted, clean_target, target, sequence_index, steps, weights)
@@ -375,13 +417,18 @@ class DiffRec(SequentialRecommender):
         targets = interaction[self.TARGET_SEQ]
         batch, width = item_seq.shape
         length = self.max_seq_length
-        steps, weights = self.step_sampler.sample(batch, device=item_seq.device)
         rows = torch.arange(batch, device=item_seq.device)
+        if self.readout == "last_position":  # SASRec's readout: position j's output predicts target j
+            output = self.encode_positions(item_seq)
+            valid = targets[:, :width] > 0
+            sequence_index = rows.unsqueeze(1).expand(-1, width)[valid]
+            return self._loss(output[valid], None, targets[:, :width][valid], sequence_index, None, None)
+        steps, weights = self._sample_steps(batch, item_seq.device)
 
         n_queries = min(width, length - 1)
         query_targets = targets[:, :n_queries]
         clean_targets = self.item_embedding(query_targets)
-        x_targets = self.diffusion.q_sample(clean_targets, steps, noise=self._noise_like(clean_targets))
+        x_targets = self._slot_input(clean_targets, steps)
         output = self.denoise_sequence(item_seq, item_seq_len, x_targets, steps)
         valid = query_targets > 0
         predicted = [output[valid]]
@@ -395,8 +442,9 @@ class DiffRec(SequentialRecommender):
                 history, slot = self._prefix_inputs(item_seq[full, :length], item_seq_len[full])
                 item = targets[full, length - 1]
                 clean_full = self.item_embedding(item)
-                x_slot = self.diffusion.q_sample(clean_full, steps[full], noise=self._noise_like(clean_full))
-                predicted.append(self.denoise_prefix(history, slot, x_slot, steps[full]))
+                full_steps = None if steps is None else steps[full]
+                x_slot = self._slot_input(clean_full, full_steps)
+                predicted.append(self.denoise_prefix(history, slot, x_slot, full_steps))
                 clean.append(clean_full)
                 items.append(item)
                 sequence_index.append(rows[full])
@@ -404,12 +452,27 @@ class DiffRec(SequentialRecommender):
             torch.cat(predicted), torch.cat(clean), torch.cat(items), torch.cat(sequence_index), steps, weights
         )
 
+    def _sample_steps(self, batch, device):
+        """(steps, weights) of the importance sampler; (None, None) when the readout has no diffusion."""
+        if self.readout != "noise_slot":
+            return None, None
+        return self.step_sampler.sample(batch, device=device)
+
+    def _slot_input(self, clean_target, steps):
+        """What the slot holds in training: h^n = q(E(v), n) (the paper), or the learned constant."""
+        if self.readout == "constant_slot":
+            return self.slot_embedding.to(clean_target.dtype).expand_as(clean_target)
+        return self.diffusion.q_sample(clean_target, steps, noise=self._noise_like(clean_target))
+
     def _loss(self, predicted, clean_target, target, sequence_index, steps, weights):
         """mse_loss_weight * mean_targets(L_n / (N p_n)) + rec_loss_weight * mean_targets(L_Rec).
 
         ``sequence_index`` [M] maps each target to its sequence, whose step and weight it uses;
         one L_n per sequence (the mean over its targets) goes to the step sampler's history.
+        Without diffusion (``readout`` other than the noise slot: ``steps`` is None) L_Rec alone.
         """
+        if steps is None:
+            return self.rec_loss_weight * full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
         squared = (predicted - clean_target).pow(2)
         mse = squared.mean(dim=-1) if self.mse_reduction == "mean" else squared.sum(dim=-1)
         rec = full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
@@ -431,9 +494,14 @@ class DiffRec(SequentialRecommender):
         ``n_sample_steps: 1`` is Algorithm 3 (one denoising step from h_T^N = ε); ``~`` runs the
         ancestral reverse chain N -> 1 (Algorithm 2); S in between, the strided chain.
         """
+        if self.readout == "last_position":
+            return self.encode_history(item_seq, item_seq_len).unsqueeze(1)
         if generator is None:
             generator = evaluation_generator(self.sample_seed)
         history, slot = self._prefix_inputs(item_seq, item_seq_len)
+        if self.readout == "constant_slot":
+            constant = self.slot_embedding.view(1, 1, -1).expand(history.size(0), 1, -1)
+            return self.denoise_slots(history, slot, constant, None)
         batch, draws, dim = history.size(0), self.n_sample_draws, self.hidden_size
         dtype = self.item_embedding.weight.dtype
         device = history.device
