@@ -1,9 +1,11 @@
 """The ``run_recbole_diff.py`` command: argument parsing and one-paragraph errors."""
 
 import argparse
+import os
 import sys
 
 from recbole_diffusion.compat import IncompatibleEnvironment
+from recbole_diffusion.config import Config, refuse_unread
 from recbole_diffusion.distributed import DEFAULT_IP, DEFAULT_PORT
 from recbole_diffusion.errors import RecBoleDiffusionError
 from recbole_diffusion.quick_start import run
@@ -17,7 +19,7 @@ models: this plugin's {plugin},
 common options (any config key works as --key=value, as in RecBole):
   --epochs=N --learning_rate=X --train_batch_size=N --hidden_size=N --seed=N
   --train_mode=sequence     whole-sequence training (RecBole's SASRec, GRU4Rec, BERT4Rec; most of ours)
-  --stopping_step=N --eval_step=N --valid_metric=NDCG@10 --gpu_id=0 --use_gpu=False
+  --stopping_step=N --eval_step=N --valid_metric=NDCG@10 --gpu_id=0 (the GPU; --gpu_id= with nothing after it: the CPU)
   --checkpoint_dir=DIR      where the best checkpoint goes (default saved/)
 
 distributed training (RecBole's multi-process route; docs/distributed.md):
@@ -70,15 +72,45 @@ def parse_args(argv):
 
 def main(argv=None):
     model, dataset, files, overrides, checkpoint, launch = parse_args(sys.argv[1:] if argv is None else argv)
+    if "show_progress" not in overrides and not sys.stderr.isatty():
+        overrides["show_progress"] = "False"  # progress bars redrawn into a file or a pipe: RecBole's epoch lines only
     try:
+        # an option typed here that the run would not read (a typo) is refused before anything runs
+        refuse_unread(Config(model=model, dataset=dataset, config_file_list=files, config_dict=overrides), overrides)
         result = run(model=model, dataset=dataset, config_file_list=files, config_dict=overrides, resume_file=checkpoint, **launch)
     except (RecBoleDiffusionError, IncompatibleEnvironment, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"best valid: {dict(result['best_valid_result'] or {})}")
-    print(f"test result: {dict(result['test_result'] or {})}")
+    print(format_result("best valid", result["best_valid_result"]))
+    print(format_result("test result", result["test_result"]))
     if result.get("saved_model_file"):
-        print(f"checkpoint: {result['saved_model_file']}")
+        print(f"checkpoint: {os.path.abspath(result['saved_model_file'])}")
     if result.get("log_file"):
-        print(f"log: {result['log_file']}")
+        print(f"log: {os.path.abspath(result['log_file'])}")
     return 0
+
+
+def format_result(title, result):
+    """One line for plain metrics (RecBole's dict); a table, one row per user group (``sparse_users``'
+    ``(history<=N)``, a cross-domain run's ``(domain, group)``) and one column per metric, when the
+    result holds groups."""
+    result = dict(result or {})
+    rows = {}
+    for key, value in result.items():
+        metric, _, group = key.partition(" (")
+        rows.setdefault(group.rstrip(")") or "all", {})[metric] = value
+    if len(rows) <= 1:
+        return f"{title}: {result}"
+    columns = list(dict.fromkeys(metric for row in rows.values() for metric in row))
+    width = max(len(name) for name in rows)
+    lines = [f"{title}:", "  " + " " * width + "".join(f"{column:>10}" for column in columns)]
+    for name, row in rows.items():
+        cells = "".join(f"{_cell(row.get(column)):>10}" for column in columns)
+        lines.append(f"  {name:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    return f"{value:d}" if isinstance(value, int) else f"{value:.4f}"

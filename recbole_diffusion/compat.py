@@ -228,11 +228,14 @@ def load_checkpoint(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint file not found: {path}") from None
-    except (pickle.UnpicklingError, RuntimeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, (EOFError, OSError)) or "central directory" in detail or "zip archive" in detail:
+            raise ValueError(f"{path} is truncated or not a torch checkpoint file ({detail})") from None
         raise ValueError(
             f"{path} is not a recbole-diffusion checkpoint that loads with weights_only=True "
             f"(it may have been written by RecBole's own Trainer, which pickles objects; "
-            f"such files can run code and are not loaded). Detail: {str(exc).splitlines()[0]}"
+            f"such files can run code and are not loaded). Detail: {detail}"
         ) from None
 
 

@@ -15,12 +15,13 @@ the command line and passes it as ``config_dict``, so a test runner's or a noteb
 cannot leak into a configuration.
 """
 
+import difflib
 import os
 
 import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole.utils import ModelType, argument_list
 
 from recbole_diffusion.data.cross_domain import cross_domain_options
 from recbole_diffusion.data.noise import train_noise_ratio
@@ -29,11 +30,25 @@ from recbole_diffusion.evaluation import sparse_user_thresholds
 from recbole_diffusion.utils import get_model, is_plugin_model, properties_dir
 
 TRAIN_MODES = ("prefix", "sequence")
+# keys of properties/overall.yaml for this plugin's models only: RecBole's built-ins keep RecBole's
+# value (the evaluation protocol and the plugin's feature options apply to every model, so that
+# built-ins and ours sit in one table)
+PLUGIN_MODELS_ONLY = ("train_neg_sample_args",)
+# options read by this plugin that no YAML may list for a given dataset (the cross-domain ones,
+# docs/cross-domain.md), and the launch settings RecBole's multi-process route passes as options
+PLUGIN_FEATURE_OPTIONS = frozenset({
+    "domain_field", "domain_names", "dataset_domain", "eval_negatives", "long_tail_length",
+    "local_rank", "world_size", "nproc", "ip", "port", "offset", "single_spec", "model", "dataset",
+})
+RECBOLE_ARGUMENTS = frozenset(
+    argument_list.general_arguments + argument_list.training_arguments
+    + argument_list.evaluation_arguments + argument_list.dataset_arguments
+)
 
 # RecBole reads these without checking; a wrong type or value otherwise fails deep inside
 # training. (option, type(s), predicate, what is allowed)
 _CORE_OPTIONS = [
-    ("epochs", int, lambda v: v >= 0, "an integer >= 0"),
+    ("epochs", int, lambda v: v >= 1, "an integer >= 1 (a run trains at least one epoch)"),
     ("train_batch_size", int, lambda v: v > 0, "an integer > 0"),
     ("eval_batch_size", int, lambda v: v > 0, "an integer > 0"),
     ("learning_rate", (int, float), lambda v: v > 0, "a number > 0"),
@@ -113,13 +128,53 @@ class Config(RecBoleConfig):
         if _is_recbole_file(file, "dataset") and os.path.basename(file) == "sample.yaml":
             # right after RecBole's general and dataset defaults: our defaults, then our model's
             # YAML; RecBole's own dataset YAML (e.g. ml-100k's load_col) still overrides them
+            recbole_values = {key: self.internal_config_dict[key] for key in PLUGIN_MODELS_ONLY if key in self.internal_config_dict}
             super()._update_internal_config_dict(os.path.join(properties_dir(), "overall.yaml"))
+            if not self._plugin_model:  # a built-in trains as in RecBole (e.g. BPR with its negative samples)
+                for key in PLUGIN_MODELS_ONLY:
+                    self.internal_config_dict.pop(key, None)
+                self.internal_config_dict.update(recbole_values)
             model_file = os.path.join(properties_dir(), "model", self._model_name + ".yaml")
             if self._plugin_model and os.path.isfile(model_file):
                 super()._update_internal_config_dict(model_file)
         return loaded
 
+    def _set_default_parameters(self):
+        # RecBole refuses negative samples for a sequential model trained with loss_type CE (its own
+        # SASRec, GRU4Rec, ... by default) while its overall default draws one: a built-in given no
+        # train_neg_sample_args gets the one setting RecBole accepts for its loss
+        final = self.final_config_dict
+        if (
+            not self._plugin_model and "train_neg_sample_args" not in self.external_config_dict
+            and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL and final.get("loss_type") == "CE"
+            and not hasattr(self.model_class, "input_type")
+        ):
+            final["train_neg_sample_args"] = None
+        super()._set_default_parameters()
+        # RecBole reads ml-100k from its embedded copy whatever data_path says: a data_path given
+        # for it is either used (it holds ml-100k/) or refused, never silently ignored
+        if self.dataset == "ml-100k" and self.external_config_dict.get("data_path") is not None:
+            given = str(self.external_config_dict["data_path"])
+            folder = os.path.join(given, "ml-100k")
+            if not os.path.isdir(folder):
+                problem = "does not exist" if not os.path.exists(given) else "holds no ml-100k/ folder"
+                raise ConfigError(
+                    f"data_path: {os.path.abspath(given)} {problem}; leave --data_path out to use RecBole's "
+                    "embedded ml-100k, or point it at the folder that holds ml-100k/ml-100k.inter"
+                )
+            final["data_path"] = folder
+
     # ------------------------------------------------------------------ plugin checks
+    def _find_unread_options(self):
+        """The given options that no part of this run reads (``unread_options``, sorted): not
+        RecBole's documented arguments, nor a key of the YAML files this run loaded (RecBole's and
+        ours, for this model and dataset), nor this plugin's feature options or launch settings.
+        A typo such as ``hiden_size`` is one; so is a shared config file's key that this model
+        lacks (``n_layers`` for GRU4Rec). The command line refuses them (:func:`refuse_unread`);
+        a run logs them."""
+        self.known_options = set(self.internal_config_dict) | RECBOLE_ARGUMENTS | PLUGIN_FEATURE_OPTIONS
+        self.unread_options = sorted(key for key in self.external_config_dict if key not in self.known_options)
+
     def _check_plugin_options(self):
         # RecBole starts processes from its run(..., nproc=N), never from a config value: a value here
         # without a launch (one process, single_spec) would train one process silently
@@ -157,6 +212,24 @@ class Config(RecBoleConfig):
             check(self)
         elif not self._plugin_model:
             check_builtin_options(self)
+        # last: a model's own check names a renamed option with its new name
+        self._find_unread_options()
+
+
+def refuse_unread(config, given):
+    """Raise :class:`ConfigError` for the first of ``given`` (option names typed for this run, e.g.
+    the command line's) that ``config`` reads nowhere, with the close names it does read."""
+    unknown = [key for key in config.unread_options if key in set(given)]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(key, sorted(config.known_options), n=3, cutoff=0.75)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    others = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    raise ConfigError(
+        f"{key}: unknown option for {config['model']} on {config['dataset']}{others}: no part of this run reads it.{hint} "
+        "An option belongs to RecBole's configuration, this plugin's, the model's YAML or the dataset's YAML"
+    )
 
 
 # A RecBole built-in's options that RecBole takes unchecked: a zero width trains a model of nothing,

@@ -73,7 +73,7 @@ def run(
         raise ConfigError("return_trainer: the trainers of a multi-process run live in their own processes; run one process (nproc=1)")
     # every option is checked, and a missing dataset downloaded, once, before any process starts
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    _check_resume_file(resume_file)
+    _check_resume_file(resume_file, config)
     distributed.check_process_count(nproc, config)
     distributed.check_port_free(ip, port, group_offset)
     resolve_dataset(config)
@@ -108,13 +108,15 @@ def _rank_main(local_rank, payload, queue):
 
 def _run_process(config, saved, verbose, return_trainer, resume_file):
     """``run`` in this process: the whole run, or this rank's part of a multi-process one."""
-    _check_resume_file(resume_file)  # before any data is read or log written
+    _check_resume_file(resume_file, config)  # before any data is read or log written
     init_seed(config["seed"], config["reproducibility"])
     # the dataset is checked and built before logging starts, so bad input ends in one paragraph
     dataset = create_dataset(config)
     if distributed.rank_and_world()[0] == 0:
         init_logger(config)  # ranks other than 0 write no log file; their errors reach the console
     logger = getLogger()
+    if config.unread_options:  # recorded in the log even of a quiet run
+        logger.warning(f"options that no part of this run reads (ignored): {', '.join(config.unread_options)}")
     if not verbose:
         logger.setLevel(logging.ERROR)
     logger.info(sys.argv)
@@ -168,9 +170,55 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
     return result
 
 
-def _check_resume_file(resume_file):
-    if resume_file is not None and not os.path.isfile(resume_file):
+# options a resume may change: where things are read and written, what is printed, the device and
+# the launch, and ``epochs`` (a larger budget continues the run)
+RESUME_MAY_CHANGE = frozenset({
+    "model", "dataset", "data_path", "epochs", "checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu",
+    "log_wandb", "wandb_project", "local_rank", "world_size", "nproc", "ip", "port", "offset",
+})
+
+
+def _check_resume_file(resume_file, config):
+    """Refuse, before any data is read or log written, a ``--checkpoint`` that cannot continue this
+    run: not a file, not readable as one of this plugin's checkpoints, of another model or dataset,
+    or trained with other options (a resume continues the stored run; it cannot change it)."""
+    if resume_file is None:
+        return
+    if not os.path.isfile(resume_file):
         raise ConfigError(f"--checkpoint: {resume_file} is not a file (a checkpoint written by this plugin's trainer)")
+    try:
+        checkpoint = load_checkpoint(resume_file)
+        stored = json.loads(checkpoint["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--checkpoint: {exc}" if isinstance(exc, ValueError) else
+                          f"--checkpoint: {resume_file} holds no recbole-diffusion run (no stored configuration)") from None
+    stored = stored_options(stored)
+    for key in ("model", "dataset"):
+        if str(stored.get(key)) != str(config[key]):
+            raise ConfigError(
+                f"--checkpoint: {resume_file} is a run of {key} {stored.get(key)!r}, not {config[key]!r}; "
+                f"resume it with --{key}={stored.get(key)}"
+            )
+    given = {k: v for k, v in config.external_config_dict.items() if k not in RESUME_MAY_CHANGE}
+    stored = {k: v for k, v in stored.items() if k not in RESUME_MAY_CHANGE}
+    changed = sorted(k for k in set(given) | set(stored) if _plain(given.get(k)) != _plain(stored.get(k)))
+    if changed:
+        shown = "; ".join(
+            f"{key}: trained with {_shown(stored, key)}, given {_shown(given, key)}" for key in changed
+        )
+        raise ConfigError(
+            f"--checkpoint: a resume continues the stored run with its own options, and these differ: {shown}. "
+            "Give the run's options (only epochs, data_path, checkpoint_dir, the device and the launch may change), "
+            "or start a new run without --checkpoint"
+        )
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _shown(options, key):
+    return f"{key}={options[key]!r}" if key in options else "the default"
 
 
 def _rank_report(config, train_data):

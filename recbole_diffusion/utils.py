@@ -117,7 +117,8 @@ def get_model(model_name):
             raise ConfigError(f"RecBole's {model_name} needs the package {exc.name!r}: pip install {exc.name}") from None
         except AttributeError:
             pass  # right file, wrong capitalisation: fall through to the suggestions
-    known = plugin_model_names() + _recbole_class_names()
+    # a name both projects use (DiffRec) is one suggestion: --model=DiffRec picks ours
+    known = list(dict.fromkeys(plugin_model_names() + _recbole_class_names()))
     close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
     close += [k for k in known if k.lower() == model_name.lower() and k not in close]
     hint = f" Close names: {', '.join(close)}." if close else ""

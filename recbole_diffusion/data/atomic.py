@@ -28,10 +28,19 @@ DOWNLOAD_TIMEOUT = 60
 
 
 def _dataset_help(config):
+    from recbole_diffusion.utils import properties_dir  # (utils imports this module)
+
     dataset = config["dataset"]
+    examples = [name for name in ("ml-1m", "amazon-beauty") if name != dataset]
+    shown = " or ".join(f"--dataset={name}" + (", RecBole's ratings-only release" if name == "amazon-beauty" else "") for name in examples)
+    protocol = os.path.join(properties_dir(), "dataset", f"{dataset}.yaml")
+    renamed = (
+        f"data converted into a folder of another name (e.g. --dataset=beauty) needs --config_files={os.path.relpath(protocol)} "
+        f"to keep {dataset}'s benchmark protocol; " if os.path.isfile(protocol) else ""
+    )
     return (
-        f"To get it: point --data_path at the folder that holds {dataset}/{dataset}.inter; or name a dataset "
-        "RecBole can download (e.g. --dataset=ml-1m or --dataset=amazon-beauty, RecBole's ratings-only release); "
+        f"To get it: point --data_path at the folder that holds {dataset}/{dataset}.inter; {renamed}or name a dataset "
+        f"RecBole can download (e.g. {shown}); "
         "or build the atomic file with dataset/convert.py, e.g. for the S3-Rec release of Amazon Beauty "
         "(data/Beauty.txt of the S3-Rec or ICLRec repository): `python dataset/convert.py --format seq "
         "--input Beauty.txt --output_dir dataset --dataset beauty`, then --data_path=dataset --dataset=beauty "
@@ -113,12 +122,25 @@ def check_atomic_files(config):
     else:
         files = [os.path.join(folder, f"{dataset}.inter")]
     for path in files:
+        unreadable = _unreadable(path)
+        if unreadable:
+            raise DataError(f"dataset {dataset!r}: {unreadable} cannot be read (permission denied); give this user read access")
         if not os.path.isfile(path):
             raise DataError(
                 f"dataset {dataset!r}: the interaction file {os.path.abspath(path)} does not exist. "
                 + _dataset_help(config)
             )
         _check_inter_file(path, config)
+
+
+def _unreadable(path):
+    """``path`` or the first folder above it that exists but that this user may not read, or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(folder) and not os.access(folder, os.R_OK | os.X_OK):
+        return os.path.abspath(folder)
+    if os.path.isfile(path) and not os.access(path, os.R_OK):
+        return os.path.abspath(path)
+    return None
 
 
 def _check_inter_file(path, config):
