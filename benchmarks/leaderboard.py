@@ -66,7 +66,9 @@ SEQUENCE_TRAINING = {"train_mode": "sequence", "train_batch_size": "256"}
 
 # (label, model, settings): what a dataset's leaderboard runs when --models is not given
 SINGLE_DOMAIN = (
-    ("Pop", "Pop", {"sparse_users": "[]"}),  # RecBole's most-popular: the floor (a general model: no sparse_users)
+    # RecBole's most-popular: the floor (a general model: no sparse_users); without RecBole's default
+    # negative sample, which Pop would count as an interaction, so that it ranks by true popularity
+    ("Pop", "Pop", {"sparse_users": "[]", "train_neg_sample_args": "None"}),
     ("SASRec", "SASRec", SEQUENCE_TRAINING),
     ("GRU4Rec", "GRU4Rec", SEQUENCE_TRAINING),
     ("BERT4Rec", "BERT4Rec", SEQUENCE_TRAINING),
