@@ -73,7 +73,7 @@ def evaluate(args):
     model_name, dataset_name = stored["model"], stored["dataset"]
     # the checkpoint's own folder as checkpoint_dir: RecBole's Trainer creates that folder, which exists
     checkpoint_dir = os.path.dirname(os.path.abspath(args.checkpoint))
-    config = bench.checkpoint_config(stored, args.data_path, device="cpu", use_gpu=False, checkpoint_dir=checkpoint_dir)
+    config = bench.checkpoint_config(stored, args.data_path, gpu_id="", checkpoint_dir=checkpoint_dir)  # on the CPU: RecBole picks the device by gpu_id
     if not config["domain_field"]:
         bench.fail(f"--checkpoint {args.checkpoint}: {model_name} on {dataset_name} has no domain_field; this diagnostic "
                    "needs a model trained on a two-domain dataset (e.g. cloth-sport)")

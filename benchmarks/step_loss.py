@@ -88,12 +88,12 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(NOISE_SEED)
     with torch.no_grad():
         for batch in valid_data:
-            interaction = batch[0]
+            interaction = batch[0].to(config["device"])  # the model is on config["device"]; the loader's batches on the CPU
             item_seq, item_seq_len = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
             target = interaction[model.POS_ITEM_ID]
             history, slot = model._prefix_inputs(item_seq, item_seq_len)
             clean = model.item_embedding(target)
-            noise = torch.randn(clean.shape, generator=generator)
+            noise = torch.randn(clean.shape, generator=generator).to(clean.device)  # the same draws on any device
             users += len(target)
             norm_sum += float(clean.norm(dim=1).sum())
             for label, step in rows:

@@ -158,15 +158,18 @@ class GroupCollector(Collector):
         self.last_ranks = torch.cat([b["rank"] for b in batches]) if complete else None
 
 
+def split_rows(tensor, sizes):
+    """``torch.split(tensor, sizes)`` as tensors of their own: a view pickles its whole storage,
+    so W ranks sending n views of one tensor would send it n times over."""
+    return [part.clone() for part in torch.split(tensor, sizes)]
+
+
 def _gather_batches(struct, batches, counts):
     """Every rank's collected batches, in one-process order: rank r's k-th batch is batch
     r + k·W. ``struct``'s row keys are replaced by all ranks' rows in that order; returns the
     batches' own values in that order."""
     rank, world = rank_and_world()
-    rows = {
-        key: list(torch.split(struct[key], [c.get(key, 0) for c in counts]))
-        for key in ROW_KEYS if key in struct
-    }
+    rows = {key: split_rows(struct[key], [c.get(key, 0) for c in counts]) for key in ROW_KEYS if key in struct}
     everything = all_gather_objects({"rows": rows, "batches": batches})
     order = sorted((k * world + r, r, k) for r, part in enumerate(everything) for k in range(len(part["batches"])))
     keys = sorted({key for part in everything for key in part["rows"]})

@@ -22,6 +22,9 @@ def sequence_ce_loss(hidden, targets, item_weight, item_bias=None, reduction="me
 
 
 CE_CHUNK_ROWS = 64
+# on a GPU small chunks mean many tiny matrix products and kernel launches: one chunk of this many
+# rows keeps the logits' memory bounded (4096 x n_items floats) with few launches
+CE_CHUNK_ROWS_GPU = 4096
 
 
 def full_softmax_ce(hidden, item_weight, targets, item_bias=None, reduction="mean"):
@@ -42,7 +45,12 @@ def full_softmax_ce(hidden, item_weight, targets, item_bias=None, reduction="mea
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be mean, sum or none; got {reduction!r}")
     bias = item_bias if item_bias is not None else hidden.new_zeros(0)  # empty: no bias
-    total = _ChunkedSoftmaxCE.apply(hidden, item_weight, bias, targets)
+    chunk_rows = CE_CHUNK_ROWS if hidden.device.type == "cpu" else CE_CHUNK_ROWS_GPU
+    # in float32 whatever autocast (enable_amp) chose for the inputs: the log-sum-exp over all items
+    # needs it, and the in-place gradient products cannot mix half and float
+    dtype = torch.promote_types(torch.promote_types(hidden.dtype, item_weight.dtype), torch.float32)
+    with torch.autocast(hidden.device.type, enabled=False):
+        total = _ChunkedSoftmaxCE.apply(hidden.to(dtype), item_weight.to(dtype), bias.to(dtype), targets, chunk_rows)
     return total / max(targets.numel(), 1) if reduction == "mean" else total
 
 
@@ -56,15 +64,15 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
+    def forward(ctx, hidden, weight, bias, targets, chunk_rows):
         has_bias = bias.numel() > 0
         needs_grad = any(ctx.needs_input_grad[:3])
         total = hidden.new_zeros(())
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         grad_weight = torch.zeros_like(weight) if needs_grad else None
         grad_bias = torch.zeros_like(bias) if needs_grad else None
-        for start in range(0, hidden.shape[0], CE_CHUNK_ROWS):
-            rows = slice(start, start + CE_CHUNK_ROWS)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
             chunk, chunk_targets = hidden[rows], targets[rows]
             logits = torch.addmm(bias, chunk, weight.t()) if has_bias else chunk @ weight.t()
             lse = torch.logsumexp(logits, dim=1)
@@ -86,7 +94,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_total):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return grad_hidden * grad_total, grad_weight * grad_total, grad_bias * grad_total, None
+        return grad_hidden * grad_total, grad_weight * grad_total, grad_bias * grad_total, None, None
 
 
 def sasrec_input(item_emb, position_embedding, layer_norm, dropout):

@@ -195,7 +195,10 @@ class SafeCheckpointMixin:
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        # read on the CPU: the random-number states must stay CPU byte tensors (torch.set_rng_state,
+        # torch.cuda.set_rng_state and Generator.set_state take no other); load_state_dict puts the
+        # weights and the optimizer's state on the model's device
+        checkpoint = load_checkpoint(resume_file, map_location="cpu")
         self.saved_model_file = resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]

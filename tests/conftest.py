@@ -3,6 +3,13 @@
 import os
 
 import pytest
+import torch
+
+# asked once, before any test: RecBole's Config sets CUDA_VISIBLE_DEVICES from gpu_id, and a CPU
+# test's empty gpu_id would hide the GPUs from a later CUDA test if CUDA were first touched then
+HAS_CUDA = torch.cuda.is_available()
+# every end-to-end smoke test runs on the CPU and, where CUDA exists, on the GPU
+DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device"))]
 
 TINY_USERS = 80
 TINY_PER_USER = 30
@@ -40,6 +47,13 @@ def tiny_data(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def in_own_folder(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: RecBole writes log/, log_tensorboard/ and saved/
+    relative to the working directory, and a test leaves nothing in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """No test reaches the network: a download attempt fails at once (tests/test_download.py stubs
     the same function with its own answers)."""
@@ -69,8 +83,14 @@ def in_tmp_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def tiny_config(tiny_data, **overrides):
-    """A config dict for a fast end-to-end run on the tiny dataset."""
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """"cpu", and "cuda" where a GPU exists; ``tiny_config(..., device=device)`` runs there."""
+    return request.param
+
+
+def tiny_config(tiny_data, device="cpu", **overrides):
+    """A config dict for a fast end-to-end run on the tiny dataset, on ``device`` ("cpu" or "cuda")."""
     data_path, name = tiny_data
     config = {
         "data_path": data_path,
@@ -84,9 +104,12 @@ def tiny_config(tiny_data, **overrides):
         "train_batch_size": 256,
         "eval_batch_size": 256,
         "show_progress": False,
-        "use_gpu": False,
+        # RecBole picks the device by gpu_id (use_gpu is not read): empty = the CPU on any machine
+        "gpu_id": "",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
     }
+    if device == "cuda":
+        config["gpu_id"] = "0"
     config.update(overrides)
     return config
 

@@ -338,7 +338,7 @@ def recbole_dataset(data_path, dataset, monkeypatch):
             # Leave-one-out in time order, the setting of the sequential benchmarks.
             "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
                           "group_by": "user", "mode": "full"},
-            "use_gpu": False,
+            "gpu_id": "",
             "show_progress": False,
         },
     )

@@ -49,7 +49,7 @@ def cd_config(data, model="SASRec", **overrides):
     config = {
         "data_path": data_path, "dataset": name, "epochs": 1, "hidden_size": 16, "inner_size": 16, "n_layers": 1,
         "n_heads": 1, "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 64, "eval_batch_size": 64, "show_progress": False,
-        "use_gpu": False, "load_col": {"inter": ["user_id", "item_id", "timestamp", "domain"]},
+        "gpu_id": "", "load_col": {"inter": ["user_id", "item_id", "timestamp", "domain"]},
         "domain_field": "domain", "domain_names": {"0": "cloth", "1": "sport"}, "long_tail_length": 2,
         "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "full"},
     }

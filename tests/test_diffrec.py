@@ -533,7 +533,7 @@ def test_command_line_runs_diffrec_with_the_full_chain(tiny_data, tmp_path):
         [
             "--model=DiffRec", f"--dataset={name}", f"--data_path={data_path}", "--epochs=1", "--hidden_size=16",
             "--n_layers=1", "--n_heads=1", "--MAX_ITEM_LIST_LENGTH=20", "--n_diffusion_steps=10",
-            "--n_sample_draws=2", "--n_sample_steps=full", "--show_progress=False", "--use_gpu=False",
+            "--n_sample_draws=2", "--n_sample_steps=full", "--show_progress=False", "--gpu_id=",
         ],
         tmp_path,
     )

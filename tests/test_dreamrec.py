@@ -341,7 +341,7 @@ def test_learns_a_deterministic_next_item_rule(tmp_path, in_tmp_dir, one_thread)
                 out.write(f"{user}\t{(start + step) % n_items + 1}\t{step}\n")
     config = {
         "data_path": str(tmp_path), "dataset": "cycle", "epochs": 10, "eval_step": 10, "show_progress": False,
-        "use_gpu": False, "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
+        "gpu_id": "", "load_col": {"inter": ["user_id", "item_id", "timestamp"]}, "MAX_ITEM_LIST_LENGTH": 10,
         "n_diffusion_steps": 20, "hidden_size": 32, "inner_size": 32, "learning_rate": 0.005,
     }
     result = run(model="DreamRec", config_dict=config, saved=False, verbose=False)

@@ -41,3 +41,18 @@ def test_models_that_read_padding_keep_recbole_loader(tiny_data):
 
     config = Config(model="BERT4Rec", config_dict=tiny_config(tiny_data))
     assert not trims_eval_padding(config, BERT4Rec, "test")
+
+
+def test_the_rows_sent_between_ranks_pickle_only_their_own_values():
+    """Each rank pickles its rows split per batch: a view of one tensor pickles the whole storage
+    (80 views of 80 x 1000 floats would send 80 times the tensor)."""
+    import pickle
+
+    import torch
+
+    from recbole_diffusion.evaluation import split_rows
+
+    tensor = torch.randn(80 * 1000)
+    parts = split_rows(tensor, [1000] * 80)
+    assert torch.equal(torch.cat(parts), tensor)
+    assert len(pickle.dumps(parts)) < 2 * len(pickle.dumps(tensor))

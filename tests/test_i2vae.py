@@ -302,3 +302,19 @@ def test_an_unfitted_model_refuses_to_score(two_domain, in_tmp_dir, one_thread):
     batch = next(iter(test))[0]
     with pytest.raises(RuntimeError, match="fit_pseudo_sequences"):
         model.full_sort_predict(batch)
+
+
+def test_fitting_the_pseudo_items_leaves_every_gpu_stream_alone(two_domain, monkeypatch):
+    """torch.manual_seed also reseeds every GPU's stream, which fork_rng(devices=[]) does not restore:
+    under multi-GPU DDP every rank would then share one GPU stream. The fit seeds the CPU stream only."""
+    from recbole_diffusion.quick_start import build_model
+
+    config, dataset, train, valid, test = prepare(two_domain, model="i2VAE", **FAST)
+    model = build_model(config, train)
+    reseeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: reseeded.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: reseeded.append(seed))
+    before = torch.get_rng_state()
+    model.fit_pseudo_sequences()
+    assert reseeded == []
+    assert torch.equal(torch.get_rng_state(), before)  # the CPU stream is given back as it was

@@ -60,9 +60,35 @@ def test_resume_from_the_command_line(tiny_data, in_tmp_dir, capsys):
     config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", seed=5)
     with open("run.yaml", "w", encoding="utf-8") as handle:
         yaml.safe_dump(config, handle)
-    assert cli.main(["--model=SASRec", "--config_files=run.yaml", "--epochs=1"]) == 0
+    dataset = f"--dataset={tiny_data[1]}"  # the command line's dataset (default ml-100k) wins over a file's, as in RecBole
+    assert cli.main(["--model=SASRec", dataset, "--config_files=run.yaml", "--epochs=1"]) == 0
     checkpoint = next(line.split(": ", 1)[1] for line in capsys.readouterr().out.splitlines() if line.startswith("checkpoint: "))
-    assert cli.main(["--model=SASRec", "--config_files=run.yaml", "--epochs=2", f"--checkpoint={checkpoint}"]) == 0
+    assert cli.main(["--model=SASRec", dataset, "--config_files=run.yaml", "--epochs=2", f"--checkpoint={checkpoint}"]) == 0
     assert "test result" in capsys.readouterr().out
-    assert cli.main(["--model=SASRec", "--config_files=run.yaml", "--checkpoint=missing.pth"]) == 2
+    assert cli.main(["--model=SASRec", dataset, "--config_files=run.yaml", "--checkpoint=missing.pth"]) == 2
     assert "--checkpoint: missing.pth is not a file" in capsys.readouterr().err
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_device(tiny_data, in_tmp_dir, monkeypatch):
+    """On a GPU, a checkpoint read with map_location=cuda puts its random-number states on the GPU, and
+    torch.set_rng_state / Generator.set_state take CPU byte tensors only. The resume must read it on the
+    CPU: with the trainer's device set to ``meta`` (what a GPU-side map does to a CPU test), it still resumes."""
+    from recbole_diffusion import compat, trainer as trainers
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.quick_start import build_model
+    from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
+
+    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", seed=5)
+    killed = one_thread_run(config_dict={**config, "epochs": 1, "checkpoint_dir": "killed"})
+    maps = []
+    real_load = compat.load_checkpoint
+    monkeypatch.setattr(trainers, "load_checkpoint", lambda path, map_location="cpu": maps.append(map_location) or real_load(path, map_location))
+    config = Config(model="SASRec", config_dict={**config, "epochs": 2, "checkpoint_dir": "killed"})
+    train_data, valid_data, _ = data_preparation(config, create_dataset(config))
+    trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, build_model(config, train_data))
+    trainer.device = torch.device("meta")  # where a GPU run's map_location=self.device would put the states
+    trainer.resume_checkpoint(killed["saved_model_file"])
+    assert maps == ["cpu"]
+    trainer.device = torch.device("cpu")
+    trainer.fit(train_data, valid_data, saved=False)  # restores the random states: CPU byte tensors
+    assert len(trainer.epoch_seconds) == 1

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import DEVICES, tiny_config
 
 
 def build(tiny_data, model="SASRec", **overrides):
@@ -251,3 +251,25 @@ def test_chunked_full_softmax_ce_equals_cross_entropy(rows, with_bias, reduction
         assert torch.allclose(g_got, g_expected, rtol=1e-9, atol=1e-12)
     with torch.no_grad():  # no gradient wanted: the loss alone
         assert torch.allclose(full_softmax_ce(hidden, weight, targets, bias, reduction=reduction), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_chunked_full_softmax_ce_under_autocast_is_float32(device):
+    """``enable_amp``: under autocast the hidden states arrive in half precision beside a float32 item
+    table; the loss is computed in float32 (same value as without autocast) and its gradients reach both."""
+    from recbole_diffusion.layers import full_softmax_ce
+
+    gen = torch.Generator().manual_seed(3)
+    layer = torch.nn.Linear(8, 8).to(device)
+    weight = torch.randn(300, 8, generator=gen).to(device).requires_grad_()
+    bias = torch.zeros(300, device=device, requires_grad=True)
+    inputs, targets = torch.randn(50, 8, generator=gen).to(device), torch.randint(1, 300, (50,), generator=gen).to(device)
+    low = torch.bfloat16 if device == "cpu" else torch.float16
+    with torch.autocast(device, dtype=low):
+        hidden = layer(inputs)
+        assert hidden.dtype == low
+        loss = full_softmax_ce(hidden, weight, targets, bias)
+    loss.backward()
+    assert loss.dtype == torch.float32 and weight.grad is not None and layer.weight.grad is not None
+    expected = torch.nn.functional.cross_entropy(hidden.float() @ weight.t() + bias, targets)
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6)

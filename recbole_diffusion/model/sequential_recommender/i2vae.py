@@ -247,8 +247,10 @@ class i2VAE(SequentialRecommender):
         draws the same numbers whether or not it ran; a restored checkpoint has the items already."""
         config, train_interactions, seed = self._psg_inputs
         generator = torch.Generator().manual_seed(seed)
+        # the CPU stream only: torch.manual_seed would also reseed every GPU's stream (and fork_rng with
+        # devices=[] restores none of them), giving every rank of a multi-GPU run the same GPU stream
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             pseudo = fit_pseudo_items(
                 config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings, generator,
             )
