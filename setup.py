@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 
 # The YAML (properties/) and search spaces (hyper/) live at the top level of the checkout, as in
 # RecBole's plugin family; installed, they become the packages recbole_diffusion.properties and
-# recbole_diffusion.hyper, and recbole_diffusion.utils.properties_dir() finds either copy.
+# recbole_diffusion.hyper, and recbole_diffusion.files.properties_dir() finds either copy.
 setup(
     packages=find_packages(include=["recbole_diffusion", "recbole_diffusion.*"])
     + ["recbole_diffusion.properties", "recbole_diffusion.hyper"],

@@ -27,7 +27,8 @@ from recbole_diffusion.data.cross_domain import cross_domain_options
 from recbole_diffusion.data.noise import train_noise_ratio
 from recbole_diffusion.errors import ConfigError, OptionChecks
 from recbole_diffusion.evaluation import sparse_user_thresholds
-from recbole_diffusion.utils import get_model, is_plugin_model, properties_dir
+from recbole_diffusion.files import properties_dir
+from recbole_diffusion.utils import get_model, is_plugin_model
 
 TRAIN_MODES = ("prefix", "sequence")
 # keys of properties/overall.yaml for this plugin's models only: RecBole's built-ins keep RecBole's

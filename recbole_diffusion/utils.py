@@ -47,31 +47,6 @@ _RECBOLE_MODEL_PACKAGES = [
 ]
 
 
-# ---------------------------------------------------------------------------- properties
-def _resource_dir(name, marker):
-    """``<checkout>/<name>`` of a source checkout, or the copy ``setup.py`` installs as the
-    package ``recbole_diffusion.<name>``; ``marker`` is a file that must be in it."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = (os.path.join(os.path.dirname(here), name), os.path.join(here, name))
-    for candidate in candidates:
-        if os.path.isfile(os.path.join(candidate, marker)):
-            return candidate
-    raise FileNotFoundError(
-        f"recbole-diffusion's {name}/ folder was not found (looked in {' and '.join(candidates)}); "
-        "reinstall the package with `pip install -e .`"
-    )
-
-
-def properties_dir():
-    """The folder of this plugin's YAML (``properties/``)."""
-    return _resource_dir("properties", "overall.yaml")
-
-
-def hyper_dir():
-    """The folder of the ``<Model>.hyper`` search spaces (``hyper/``)."""
-    return _resource_dir("hyper", "SASRec.hyper")
-
-
 # ---------------------------------------------------------------------------- models
 def plugin_model_names():
     """Names of this plugin's models (one module per model, named after the class)."""

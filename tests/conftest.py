@@ -46,6 +46,15 @@ def tiny_data(tmp_path_factory):
     return write_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
+def pytest_configure(config):
+    """The upstream warnings recbole_diffusion silences for its users (``compat.KNOWN_WARNINGS``, each
+    with its reason) are silenced in every test too: pytest resets the filters for each test."""
+    from recbole_diffusion.compat import KNOWN_WARNINGS
+
+    for category, message, _ in KNOWN_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
+
+
 @pytest.fixture(autouse=True)
 def in_own_folder(tmp_path, monkeypatch):
     """Every test runs in its own empty folder: RecBole writes log/, log_tensorboard/ and saved/

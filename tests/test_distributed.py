@@ -58,14 +58,21 @@ def run_in(folder, **kwargs):
         os.chdir(cwd)
 
 
-def evaluate_in_one_process(checkpoint):
+def evaluate_in_one_process(checkpoint, folder):
+    """The checkpoint's test metrics in this process, with RecBole's log written under ``folder``."""
     from recbole_diffusion.quick_start import load_data_and_model
     from recbole_diffusion.utils import get_trainer
 
-    config, model, _, _, _, test_data = load_data_and_model(checkpoint)
-    assert config["single_spec"] and config["world_size"] is None
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return dict(trainer.evaluate(test_data, load_best_model=False))
+    cwd = os.getcwd()
+    os.makedirs(folder, exist_ok=True)
+    os.chdir(folder)
+    try:
+        config, model, _, _, _, test_data = load_data_and_model(checkpoint)
+        assert config["single_spec"] and config["world_size"] is None
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        return dict(trainer.evaluate(test_data, load_best_model=False))
+    finally:
+        os.chdir(cwd)
 
 
 def children_of_this_process():
@@ -87,7 +94,7 @@ def test_two_gloo_processes_train_and_evaluate_as_one(model, tiny_data, two_doma
     # (equal zeros would show nothing; one epoch on tiny data hits little)
     assert sum(result["test_result"].values()) + sum(result["best_valid_result"].values()) > 0
     # the metrics gathered over both ranks are those of one process scoring every test user
-    assert evaluate_in_one_process(result["saved_model_file"]) == dict(result["test_result"])
+    assert evaluate_in_one_process(result["saved_model_file"], tmp_path.parent / f"{tmp_path.name}-eval") == dict(result["test_result"])
     # only rank 0 writes: one checkpoint, one log, which names the world and both ranks
     assert os.listdir(tmp_path / "saved") == [os.path.basename(result["saved_model_file"])]
     logs = [f for _, _, files in os.walk(tmp_path / "log") for f in files]

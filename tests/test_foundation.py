@@ -104,7 +104,7 @@ def test_properties_found_from_installed_package(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert install.returncode == 0, install.stderr[-2000:]
-    probe = "import recbole_diffusion.utils as u; print(u.properties_dir()); print(u.hyper_dir())"
+    probe = "import recbole_diffusion.files as u; print(u.properties_dir()); print(u.hyper_dir())"
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(target)),
         capture_output=True, text=True, timeout=120,

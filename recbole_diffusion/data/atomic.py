@@ -21,6 +21,7 @@ import yaml
 from recbole.utils import url as recbole_url
 
 from recbole_diffusion.errors import DataError
+from recbole_diffusion.files import properties_dir
 
 _TYPES = ("token", "token_seq", "float", "float_seq")
 # seconds any one network operation of a download may block before it fails
@@ -28,8 +29,6 @@ DOWNLOAD_TIMEOUT = 60
 
 
 def _dataset_help(config):
-    from recbole_diffusion.utils import properties_dir  # (utils imports this module)
-
     dataset = config["dataset"]
     examples = [name for name in ("ml-1m", "amazon-beauty") if name != dataset]
     shown = " or ".join(f"--dataset={name}" + (", RecBole's ratings-only release" if name == "amazon-beauty" else "") for name in examples)
