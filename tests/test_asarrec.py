@@ -332,3 +332,19 @@ def test_quick_run_trains_and_evaluates(tiny_data, in_tmp_dir, backbone, augment
         assert set(values) >= {"hit@10", "ndcg@10"}
         assert all(0.0 <= v <= 1.0 for v in values.values())
     assert len(result["epoch_seconds"]) == 2
+
+
+def test_the_user_item_table_moves_with_the_model_and_stays_out_of_the_state_dict(tiny_data):
+    """The table AsarRec draws candidates from is the data's: a buffer, moved by .to(device) once (not
+    copied to the GPU at every step), and not stored in checkpoints."""
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.quick_start import build_model
+    from recbole_diffusion.utils import create_dataset, data_preparation
+
+    config = Config(model="AsarRec", config_dict=tiny_config(tiny_data))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = build_model(config, train_data)
+    buffers = dict(model.named_buffers())
+    assert "user_item_indptr" in buffers and "user_item_ids" in buffers
+    assert not any(key.startswith("user_item_") for key in model.state_dict())
+    assert model.to(torch.float64).user_item_ids.dtype == torch.long  # an index table keeps its type

@@ -88,7 +88,10 @@ class AsarRec(SequentialRecommender):
                 "AsarRec needs dataset.user_items (every item of each user, set by "
                 "recbole_diffusion.utils.create_dataset) to keep the users' own items out of inserts"
             )
-        self.user_item_indptr, self.user_item_ids = (torch.as_tensor(a) for a in user_items)
+        # buffers (not in the state dict: they are the data's), so that .to(device) moves them once
+        indptr, ids = (torch.as_tensor(a) for a in user_items)
+        self.register_buffer("user_item_indptr", indptr, persistent=False)
+        self.register_buffer("user_item_ids", ids, persistent=False)
 
         # layers
         d = self.hidden_size
