@@ -130,6 +130,9 @@ KNOWN_WARNINGS = (
     (Warning, r"(?s).*Series\.__getitem__ treating keys as positions.*", "pandas 2 deprecation inside RecBole's dataset code"),
     (Warning, r"(?s).*pkg_resources is deprecated.*", "hyperopt and ray import pkg_resources"),
     (Warning, r"(?s).*Detected pickle protocol 4 in the checkpoint.*", "torch reading RecBole's own format note"),
+    (FutureWarning, r"(?s).*in Series\.agg cannot aggregate.*", "pandas deprecation inside RecBole's feature-file code"),
+    (UserWarning, r"(?s).*Sparse CSR tensor support is in beta state.*", "torch's notice on first use of CSR (i2VAE, LightGCN)"),
+    (UserWarning, r"(?s).*Sparse invariant checks are implicitly disabled.*", "torch's notice; the indices are built valid"),
 )
 
 
