@@ -117,13 +117,13 @@ def main(argv=None):
                     config_dict={**COMMON, "epochs": 1, "train_mode": "sequence", "checkpoint_dir": os.path.join(work, "resume")})
         resumed = run(model="SASRec", dataset="ml-100k", verbose=False, resume_file=first["saved_model_file"],
                       config_dict={**COMMON, "train_mode": "sequence", "checkpoint_dir": os.path.join(work, "resume")})
-        line(f"\nresume on the GPU: 1 epoch, then resumed to 2: {len(resumed['epoch_seconds'])} epoch run after the checkpoint, "
+        line(f"\nresume: 1 epoch, then resumed to 2: {len(resumed['epoch_seconds'])} epoch run after the checkpoint, "
              f"test NDCG@10 {resumed['test_result']['ndcg@10']:.4f}")
         checkpoint, stored = bench.read_checkpoint(resumed["saved_model_file"])  # read on the CPU
         config = bench.checkpoint_config(stored, gpu_id="")  # the CPU: RecBole picks the device by gpu_id
         train_data, _, test_data = data_preparation(config, create_dataset(config))
         model = restore_model(config, train_data, checkpoint)
-        line(f"the GPU checkpoint loaded on the CPU: parameters on {next(model.parameters()).device}")
+        line(f"its checkpoint loaded on the CPU: parameters on {next(model.parameters()).device}")
 
         line("\n| DreamRec evaluation | s |\n|---|---:|")
         for steps in (None, 50):

@@ -209,3 +209,15 @@ def test_sigterm_stops_the_worker_and_marks_the_section_incomplete(tiny_data, tm
     # the worker was in a process group of its own; it must be gone with its parent
     worker_jobs = subprocess.run(["pgrep", "-f", str(tmp_path / "work")], capture_output=True, text=True).stdout
     assert worker_jobs.strip() == ""
+
+
+def test_gpu_smoke_without_a_gpu_says_so_in_one_line_and_exits_0(capsys):
+    import torch
+
+    from benchmarks import gpu_smoke
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the script's GPU path is run by hand (README, On a GPU)")
+    assert gpu_smoke.main([]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("gpu_smoke: no CUDA device here") and "\n" not in out
