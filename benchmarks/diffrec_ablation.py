@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import leaderboard as board  # noqa: E402
+from benchmarks import worker  # noqa: E402
 
 DATASET = "amazon-beauty"
 RESULTS = os.path.join(REPO, "benchmarks", "results")
@@ -74,9 +75,7 @@ def interval(result):
 
 
 def test_rows(stored):
-    from benchmarks.worker import decode_rows
-
-    return decode_rows(stored["test_rows"])
+    return worker.decode_rows(stored["test_rows"])
 
 
 def render(resamples):

@@ -20,6 +20,7 @@ from recbole_diffusion.compat import check_hyperopt, load_checkpoint
 from recbole_diffusion.config import Config, stored_options
 from recbole_diffusion.data.atomic import resolve_dataset
 from recbole_diffusion.errors import ConfigError
+from recbole_diffusion.trainer import LAUNCH_KEYS
 from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
 
 
@@ -67,6 +68,7 @@ def run(
     """
     if nproc == 1 and world_size <= 0:  # RecBole's test for one process
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+        _check_resume_file(resume_file, config)  # before any data is read or log written
         return _run_process(config, saved, verbose, return_trainer, resume_file)
     nproc, world_size, ip, port, group_offset = distributed.launch_settings(nproc, world_size, ip, port, group_offset)
     if return_trainer:
@@ -107,8 +109,8 @@ def _rank_main(local_rank, payload, queue):
 
 
 def _run_process(config, saved, verbose, return_trainer, resume_file):
-    """``run`` in this process: the whole run, or this rank's part of a multi-process one."""
-    _check_resume_file(resume_file, config)  # before any data is read or log written
+    """``run`` in this process: the whole run, or this rank's part of a multi-process one (``run``
+    has checked ``resume_file`` before, once for all ranks)."""
     init_seed(config["seed"], config["reproducibility"])
     # the dataset is checked and built before logging starts, so bad input ends in one paragraph
     dataset = create_dataset(config)
@@ -174,7 +176,7 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
 # the launch, and ``epochs`` (a larger budget continues the run)
 RESUME_MAY_CHANGE = frozenset({
     "model", "dataset", "data_path", "epochs", "checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu",
-    "log_wandb", "wandb_project", "local_rank", "world_size", "nproc", "ip", "port", "offset",
+    "log_wandb", "wandb_project", *LAUNCH_KEYS,
 })
 
 

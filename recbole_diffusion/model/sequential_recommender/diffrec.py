@@ -471,11 +471,11 @@ class DiffRec(SequentialRecommender):
         one L_n per sequence (the mean over its targets) goes to the step sampler's history.
         Without diffusion (``readout`` other than the noise slot: ``steps`` is None) L_Rec alone.
         """
+        rec = full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
         if steps is None:
-            return self.rec_loss_weight * full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
+            return self.rec_loss_weight * rec
         squared = (predicted - clean_target).pow(2)
         mse = squared.mean(dim=-1) if self.mse_reduction == "mean" else squared.sum(dim=-1)
-        rec = full_softmax_ce(predicted, self.output_layer.weight, target, self.output_layer.bias)
         diffusion_loss = (weights[sequence_index] * mse).mean()
         if self.training:
             n_sequences = steps.size(0)
