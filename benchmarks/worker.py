@@ -21,6 +21,12 @@ the valid split, test of the best checkpoint) and writes one JSON object:
 - with ``job["keep_test_rows"]``, ``test_rows``: every test user's rank of its target
   (:func:`encode_rows`), which ``benchmarks/leaderboard.py`` pairs between models.
 
+With ``job["measure"]`` (``benchmarks/speed.py``) the worker trains nothing to the end: it times
+``measure["train_steps"]`` training steps after ``measure["warmup_steps"]`` through the trainer's
+own epoch loop, one full valid evaluation, the floating-point operations of one training step
+(``torch.utils.flop_counter``), and a short ``torch.profiler`` trace of training and of evaluation
+(:func:`measure_job` says what it writes).
+
 Exit code 0 when the run succeeded, 1 otherwise; the result file is written either way.
 """
 
@@ -187,6 +193,127 @@ def run_job(job):
     }
 
 
+class FirstBatches:
+    """The first ``count`` batches of a training loader, with the time each was handed out and the
+    time the last one was done with (``stamps``: ``count + 1`` values)."""
+
+    def __init__(self, loader, count):
+        self.loader, self.count, self.stamps = loader, count, []
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        self.stamps = []
+        for index, batch in enumerate(self.loader):
+            if index == self.count:
+                break
+            self.stamps.append(time.perf_counter())
+            yield batch
+        self.stamps.append(time.perf_counter())
+
+    def __getattr__(self, name):  # shuffle, sampler, ...: the loader's
+        return getattr(self.loader, name)
+
+
+def top_operators(profiler, steps, rows=8):
+    """The operators of a ``torch.profiler`` trace with the most self CPU time: name, milliseconds
+    per step and share of the trace's self CPU time."""
+    events = list(profiler.key_averages())
+    total = sum(event.self_cpu_time_total for event in events) or 1.0
+    events.sort(key=lambda event: event.self_cpu_time_total, reverse=True)
+    return {
+        "total_ms_per_step": total / 1000.0 / steps,
+        "operators": [
+            {"name": event.key, "ms_per_step": event.self_cpu_time_total / 1000.0 / steps,
+             "share": event.self_cpu_time_total / total, "calls_per_step": event.count / steps}
+            for event in events[:rows]
+        ],
+    }
+
+
+def measure_job(job):
+    """Speed of one model at its settings, for ``benchmarks/speed.py``. Writes ``train_batches``
+    (per epoch), ``step_seconds`` (mean of the timed steps), ``epoch_seconds_estimate`` (their mean
+    times the batches of an epoch), ``setup_seconds`` (work done once before the first epoch, such
+    as i2VAE's pseudo-sequence fit; 0 when none), ``valid_eval_seconds`` and ``valid_users``,
+    ``flops_per_step`` (forward and backward of one batch, as torch's flop counter counts them:
+    matrix products and attention), ``train_profile`` and ``eval_profile``
+    (:func:`top_operators`)."""
+    import torch
+    from recbole.utils import init_seed
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.quick_start import build_model
+    from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
+
+    measure = job["measure"]
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    config = Config(model=job["model"], dataset=job["dataset"], config_file_list=job["config_file_list"], config_dict=job["config_dict"])
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, _ = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    start = time.perf_counter()
+    if hasattr(model, "fit_pseudo_sequences") and not bool(model.pseudo_items_fitted):
+        model.fit_pseudo_sequences()  # what i2VAE's trainer does once before its first epoch
+    setup_seconds = time.perf_counter() - start
+
+    batches = len(train_data)
+    warmup = min(int(measure["warmup_steps"]), batches - 1)
+    steps = min(int(measure["train_steps"]), batches - warmup)
+    timed = FirstBatches(train_data, warmup + steps)
+    trainer._train_epoch(timed, 0)
+    step_seconds = (timed.stamps[-1] - timed.stamps[warmup]) / steps
+
+    batch = next(iter(train_data)).to(trainer.device)
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        losses = model.calculate_loss(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        loss.backward()
+    trainer.optimizer.zero_grad()
+
+    start = time.perf_counter()
+    trainer.evaluate(valid_data, load_best_model=False)
+    valid_eval_seconds = time.perf_counter() - start
+
+    profile_steps = int(measure["profile_steps"])
+    with profile(activities=[ProfilerActivity.CPU]) as train_trace:
+        trainer._train_epoch(FirstBatches(train_data, profile_steps), 1)
+    model.eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as eval_trace:
+        done = 0
+        for batched in valid_data:
+            trainer._full_sort_batch_eval(batched)
+            done += 1
+            if done == profile_steps:
+                break
+    return {
+        "status": "ok",
+        "model": config["model"],
+        "train_batches": batches,
+        "train_batch_size": config["train_batch_size"],
+        "timed_steps": steps,
+        "warmup_steps": warmup,
+        "step_seconds": step_seconds,
+        "epoch_seconds_estimate": step_seconds * batches,
+        "setup_seconds": setup_seconds,
+        "valid_eval_seconds": valid_eval_seconds,
+        "valid_batches": len(valid_data),
+        "flops_per_step": counter.get_total_flops(),
+        "train_profile": top_operators(train_trace, profile_steps),
+        "eval_profile": top_operators(eval_trace, done),
+        "eval_profile_batches": done,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(config["device"]),
+    }
+
+
 def last_line(text):
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
@@ -202,7 +329,7 @@ def main(argv):
         limit = int(job["memory_limit_bytes"])
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        record = run_job(job)
+        record = measure_job(job) if job.get("measure") else run_job(job)
         code = 0
     except BaseException as exc:  # noqa: BLE001 -- every failure is reported, then re-signalled by the exit code
         if isinstance(exc, KeyboardInterrupt):

@@ -58,9 +58,11 @@ batch's list fields to the batch's longest history. Metrics are per-user average
 of users does not change them (tested).
 
 Only for models whose output for a user cannot depend on trailing padding: causal encoders read
-at position ``item_length - 1`` (RecBole's SASRec and GRU4Rec, listed here), and this plugin's
-models that set the class attribute ``TRIM_EVAL_PADDING = True``. Every other model keeps
-RecBole's loader unchanged.
+at position ``item_length - 1`` (RecBole's SASRec and GRU4Rec, listed here); RecBole's BERT4Rec,
+whose bidirectional attention gives padding keys a score of -10000 (a weight of exactly 0) and
+whose test input (the history shifted left, the mask token after its last item) fits in the
+batch's own width; and this plugin's models that set the class attribute
+``TRIM_EVAL_PADDING = True``. Every other model keeps RecBole's loader unchanged.
 """
 
 import math
@@ -312,7 +314,7 @@ def cross_domain_results(evaluator, collector, names, long_tail_length):
 # ----------------------------------------------------------------------------- trimmed full-sort loader
 
 
-TRIM_SAFE_BUILTINS = ("SASRec", "GRU4Rec")
+TRIM_SAFE_BUILTINS = ("SASRec", "GRU4Rec", "BERT4Rec")
 
 
 def trims_eval_padding(config, model_class, phase):

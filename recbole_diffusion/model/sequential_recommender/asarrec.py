@@ -276,7 +276,7 @@ class AsarRec(SequentialRecommender):
         """Differentiable NDCG of ``target`` [B] among all items, [B]."""
         scores = representation @ self.item_embedding.weight.t()
         above = torch.sigmoid((scores - scores.gather(1, target.unsqueeze(1))) / self.ndcg_temperature)
-        above = above.masked_fill(F.one_hot(target, self.n_items).bool(), 0.0)
+        above = above.scatter(1, target.unsqueeze(1), 0.0)  # the target is not above itself
         above[:, 0] = 0.0
         return 1.0 / torch.log2(2.0 + above.sum(dim=1))
 

@@ -34,6 +34,13 @@ MSE_REDUCTIONS = ("mean", "sum")
 # learned constant in that slot with no noise and no L_n (diffusion off), or the last history item's
 # own output as SASRec reads it (no slot, no diffusion)
 READOUTS = ("noise_slot", "constant_slot", "last_position")
+# histories scored together at evaluation: few enough that their draws' scores (rows x D x n_items
+# floats, 8 MiB) stay in the processor's cache, where the softmax and the sum over draws run about
+# 2.5x faster than over a whole evaluation batch; at least SCORE_CHUNK_MIN_ROWS, with which the
+# matrix product gives each row the same bits as over the whole batch (one or two rows take
+# another kernel)
+SCORE_CHUNK_FLOATS = 1 << 21
+SCORE_CHUNK_MIN_ROWS = 8
 
 
 # ---------------------------------------------------------------------------- two-stream encoder
@@ -530,11 +537,19 @@ class DiffRec(SequentialRecommender):
 
     def log_mean_probability(self, predicted):
         """log((1/D) Σ_i softmax(W h_i + b)) for h = ``predicted`` [B, D, d] -> [B, n_items]."""
-        total = None
-        for draw in range(predicted.size(1)):
-            probability = F.softmax(self.output_layer(predicted[:, draw]), dim=-1)
-            total = probability if total is None else total + probability
-        return torch.log(total / predicted.size(1))
+        batch, draws, n_items = predicted.size(0), predicted.size(1), self.output_layer.out_features
+        rows = max(SCORE_CHUNK_MIN_ROWS, SCORE_CHUNK_FLOATS // (draws * n_items))
+        bounds = list(range(0, batch, rows)) + [batch]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < SCORE_CHUNK_MIN_ROWS:
+            del bounds[-2]  # a short tail joins the chunk before it
+        scores = predicted.new_empty(batch, n_items)
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            total = None
+            for draw in range(draws):
+                probability = F.softmax(self.output_layer(predicted[start:end, draw]), dim=-1)
+                total = probability if total is None else total.add_(probability)
+            torch.log(total.div_(draws), out=scores[start:end])
+        return scores
 
     def forward(self, item_seq, item_seq_len, generator=None):
         """The predicted next-item representations h_T^0, one per evaluation draw: [B, D, d]."""

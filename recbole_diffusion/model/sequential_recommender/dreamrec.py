@@ -247,6 +247,31 @@ class DreamRec(SequentialRecommender):
         conditional, unconditional = both.chunk(2)
         return (1.0 + self.guidance_weight) * conditional - self.guidance_weight * unconditional
 
+    def sampling_x0_fn(self, condition):
+        """:meth:`guided_x0` for the reverse chain, ``(x_t, t) -> f̃``, where all rows of a step share
+        one step index: the denoiser's input rows [x_t, c, step] (and [x_t, Φ, step] for the
+        guidance) are laid out once, and each step writes only x_t and its step's embedding. The
+        same numbers as :meth:`guided_x0`, without its per-step concatenations, gathers and sort."""
+        n, d = condition.shape
+        halves = 1 if self.guidance_weight == 0 else 2
+        inputs = condition.new_empty(halves * n, 3 * d)
+        inputs[:n, d : 2 * d] = condition
+        if halves == 2:
+            inputs[n:, d : 2 * d] = self.null_embedding.to(condition.dtype)
+
+        def x0_fn(x_t, t):
+            inputs[:, 2 * d :] = self.step_embedding(t[:1])  # t[:1]: the step every row shares
+            inputs[:n, :d] = x_t
+            if halves == 2:
+                inputs[n:, :d] = x_t
+            predicted = self.denoiser(inputs)
+            if halves == 1:
+                return predicted
+            conditional, unconditional = predicted.chunk(2)
+            return (1.0 + self.guidance_weight) * conditional - self.guidance_weight * unconditional
+
+        return x0_fn
+
     # ------------------------------------------------------------------ training
     def draw_training_noise(self, n_targets, device):
         """Per-target draws of Algorithm 1: step index t ~ U{0..T-1}, ε ~ N(0, I), and whether the
@@ -292,7 +317,7 @@ class DreamRec(SequentialRecommender):
         if generator is None:
             generator = evaluation_generator(self.sample_seed)
         return self.diffusion.sample(
-            lambda x_t, t: self.guided_x0(x_t, condition, t),
+            self.sampling_x0_fn(condition),
             shape=condition.shape,
             n_sample_steps=self.n_sample_steps if n_sample_steps is None else n_sample_steps,
             eta=self.sample_eta if eta is None else eta,
