@@ -106,6 +106,24 @@ def test_two_gloo_processes_train_and_evaluate_as_one(model, tiny_data, two_doma
     assert children_of_this_process() == []
 
 
+TWO_GPUS = torch.cuda.is_available() and torch.cuda.device_count() >= 2
+
+
+@pytest.mark.skipif(not TWO_GPUS, reason="needs two CUDA devices")
+@pytest.mark.parametrize("model", ["SASRec", "DiffRec", "DreamRec", "ADARec", "AsarRec", "i2VAE"])
+def test_two_gpus_train_and_evaluate_as_one(model, tiny_data, two_domain, tmp_path):
+    """RecBole's multi-GPU route (NCCL, one process per GPU): each rank on its own device, with its
+    own random draws, the same model on both, and the gathered metrics those of one process."""
+    config = {**config_of(model, tiny_data, two_domain, tmp_path), "gpu_id": "0,1"}
+    result = run_in(tmp_path, model=model, config_dict=config, nproc=2, port=free_port())
+    ranks = result["ranks"]
+    assert sorted(r["device"] for r in ranks) == ["cuda:0", "cuda:1"]
+    assert ranks[0]["state_digest"] == ranks[1]["state_digest"]
+    assert ranks[0]["torch_seed"] != ranks[1]["torch_seed"]
+    assert evaluate_in_one_process(result["saved_model_file"], tmp_path.parent / f"{tmp_path.name}-eval") == dict(result["test_result"])
+    assert children_of_this_process() == []
+
+
 def test_diffrec_step_history_holds_the_steps_of_both_ranks(tiny_data, two_domain, tmp_path, one_thread):
     """DDP broadcasts rank 0's buffers, which would make the ranks' histories equal even without
     the sampler's gather; the count tells: one process records every training sequence once, two

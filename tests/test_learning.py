@@ -87,7 +87,7 @@ def two_domain_cycles(tmp_path_factory):
     return write_two_domain_cycle_dataset(tmp_path_factory.mktemp("cycles2"))
 
 
-def test_hr10(data, model, tmp_path_factory, cross_domain=False, **overrides):
+def test_hr10(data, model, tmp_path_factory, cross_domain=False, device="cpu", **overrides):
     """Test HR@10 of ``model`` trained on ``data`` (RecBole's log folders in a scratch dir); on
     a ``cross_domain`` dataset, over the test rows of both domains."""
     import os
@@ -101,7 +101,7 @@ def test_hr10(data, model, tmp_path_factory, cross_domain=False, **overrides):
     os.chdir(folder)
     torch.set_num_threads(1)
     try:
-        config = tiny_config(data, MAX_ITEM_LIST_LENGTH=20, **(CROSS_DOMAIN if cross_domain else {}), **overrides)
+        config = tiny_config(data, device=device, MAX_ITEM_LIST_LENGTH=20, **(CROSS_DOMAIN if cross_domain else {}), **overrides)
         result = run(model=model, saved=False, verbose=False, config_dict=config)
     finally:
         os.chdir(cwd)
@@ -139,8 +139,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("model, overrides", CASES)
-def test_model_beats_most_popular_on_a_learnable_task(cycles, pop_hr10, tmp_path_factory, model, overrides):
-    hr10 = test_hr10(cycles, model, tmp_path_factory, **{**SMALL, **overrides})
+def test_model_beats_most_popular_on_a_learnable_task(cycles, pop_hr10, tmp_path_factory, model, overrides, device):
+    hr10 = test_hr10(cycles, model, tmp_path_factory, device=device, **{**SMALL, **overrides})
     assert hr10 >= MARGIN * pop_hr10, f"{model} test HR@10 {hr10:.4f} vs most-popular {pop_hr10:.4f}"
 
 

@@ -43,8 +43,8 @@ def assert_differs(first, other):
 
 
 @pytest.mark.parametrize("model, overrides", CASES)
-def test_same_seed_same_run_other_seed_other_run(tiny_data, in_tmp_dir, model, overrides):
-    config = tiny_config(tiny_data, model=model, epochs=2, eval_step=1, seed=3, **overrides)
+def test_same_seed_same_run_other_seed_other_run(tiny_data, in_tmp_dir, model, overrides, device):
+    config = tiny_config(tiny_data, device=device, model=model, epochs=2, eval_step=1, seed=3, **overrides)
     first = seeded_run(config)
     assert_same(first, seeded_run(config))
     assert_differs(first, seeded_run({**config, "seed": 4}))

@@ -29,8 +29,8 @@ def one_thread_run(**kwargs):
 
 
 @pytest.mark.parametrize("model, overrides", CASES)
-def test_resumed_run_ends_where_the_uninterrupted_one_does(tiny_data, in_tmp_dir, model, overrides):
-    config = tiny_config(tiny_data, model=model, eval_step=1, stopping_step=10, seed=5, **overrides)
+def test_resumed_run_ends_where_the_uninterrupted_one_does(tiny_data, in_tmp_dir, model, overrides, device):
+    config = tiny_config(tiny_data, device=device, model=model, eval_step=1, stopping_step=10, seed=5, **overrides)
     whole = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "whole"})
     killed = one_thread_run(config_dict={**config, "epochs": KILLED_AFTER, "checkpoint_dir": "killed"})
     resumed = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "killed"}, resume_file=killed["saved_model_file"])
