@@ -180,5 +180,10 @@ class ADARecReleased(ADARecBase):
 
     def full_sort_predict(self, interaction):
         representation = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        scores = [r @ expert.encoder.item_embedding.weight.t() for r, expert in zip(representation, self.experts)]
-        return torch.stack(scores).mean(0)
+        # the mean of the experts' scores, summed in place (the same numbers as stacking them and
+        # taking the mean, without an [E, B, n_items] copy)
+        total = None
+        for r, expert in zip(representation, self.experts):
+            scores = r @ expert.encoder.item_embedding.weight.t()
+            total = scores if total is None else total.add_(scores)
+        return total.div_(len(self.experts))

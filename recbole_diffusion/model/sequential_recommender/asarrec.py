@@ -206,9 +206,10 @@ class AsarRec(SequentialRecommender):
         """k candidates per sequence [B, k]: Gumbel-top-k of the cosine to the mean item embedding."""
         emb = self.item_embedding(item_seq).detach()
         mean = emb.sum(dim=1) / lengths.clamp(min=1).unsqueeze(1)
-        logits = self._cosine_to_items(mean) / self.candidate_temperature
-        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-9, 1 - 1e-9)))
-        return (logits + gumbel).masked_fill(excluded, float("-inf")).topk(self.n_candidates, dim=1).indices
+        logits = self._cosine_to_items(mean).div_(self.candidate_temperature)
+        # -log(-log(u)), in place on the [B, n_items] draws (nothing here takes a gradient)
+        gumbel = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9).log_().neg_().log_().neg_()
+        return logits.add_(gumbel).masked_fill_(excluded, float("-inf")).topk(self.n_candidates, dim=1).indices
 
     def anchored_candidates(self, item_seq, anchors, excluded):
         """CoSeRec's new items [B, k]: the item most similar to each anchor's item (0 if unused)."""
