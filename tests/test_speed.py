@@ -53,3 +53,19 @@ def test_a_missing_reference_leaves_the_ratio_empty():
     records = {"DiffRec": record(14.0, 9.0)}
     speed.add_ratios(records)
     assert records["DiffRec"]["epoch_ratio"] is None and records["DiffRec"]["meets_targets"] is False
+
+
+def test_the_page_says_why_a_target_is_missed(monkeypatch):
+    records = {label: {**record(10.0, 4.0), "train_batches": 10, "flops_per_step": 1e9, "step_seconds": 1.0,
+                       "train_batch_size": 256, "setup_seconds": 0.0, "peak_rss_mb": 100.0}
+               for label in ("SASRec", "DiffRec", "AsarRec")}
+    records["AsarRec"].update(epoch_seconds_estimate=30.0, flops_per_step=2.1e9)
+    speed.add_ratios(records)
+    state = {"records": records, "command": "python benchmarks/speed.py", "finished": "now", "threads": 1,
+             "machine": {"cpu": "cpu", "versions": {"torch": "x"}, "git": None}, "load_start": 0, "load_end": 0,
+             "warmup_steps": 1, "train_steps": 2, "profile_steps": 1, "matmul_gflops": 10.0}
+    for label in records:
+        records[label].update(train_profile={"total_ms_per_step": 1.0, "operators": []}, eval_profile={"total_ms_per_step": 1.0, "operators": []})
+    page = speed.render(state)
+    assert "**AsarRec**, epoch 3.00x (target 1.5x)" in page and "2.10x SASRec's" in page
+    assert "**DiffRec**, epoch" not in page  # a met target needs no reason
