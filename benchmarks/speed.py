@@ -286,6 +286,7 @@ def main(argv=None):
     add_ratios(state["records"])
     state["load_end"], state["finished"] = bench.load_average(), bench.now_utc()
     os.makedirs(args.results_dir, exist_ok=True)
+    state = bench.repo_relative(state)  # no machine path in what is stored
     bench.atomic_write(os.path.join(args.results_dir, "speed.json"), json.dumps(state, indent=1, default=str) + "\n")
     bench.atomic_write(page, render(state))
     print(f"wrote {os.path.relpath(page, REPO)}")
