@@ -283,6 +283,18 @@ def test_sampler_probabilities_follow_root_mean_square_of_the_history():
     assert torch.allclose(weights.double(), expected_weights, rtol=1e-6)
 
 
+def test_sampler_records_and_samples_on_the_model_device(device):
+    """The history lives where the model does (buffers), and draws come back on that device."""
+    from recbole_diffusion.diffusion import StepImportanceSampler
+
+    sampler = StepImportanceSampler(4, history_size=2, uniform_prob=0.0).to(device)
+    sampler.record(torch.tensor([0, 0, 1, 1, 2, 2, 3, 3], device=device), torch.arange(1.0, 9.0, device=device))
+    assert sampler.history_full() and sampler.loss_history.device.type == device
+    steps, weights = sampler.sample(100, device=device)
+    assert steps.device.type == device and weights.device.type == device
+    assert not torch.equal(sampler.probabilities().cpu(), torch.full((4,), 0.25, dtype=torch.float64))
+
+
 def test_sampler_keeps_only_the_latest_values_per_step():
     from recbole_diffusion.diffusion import StepImportanceSampler
 

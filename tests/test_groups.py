@@ -35,12 +35,12 @@ def mixed_lengths(tmp_path_factory):
     return data_path, name
 
 
-def _setup(data, **overrides):
+def _setup(data, device="cpu", **overrides):
     from recbole_diffusion.config import Config
     from recbole_diffusion.quick_start import build_model
     from recbole_diffusion.utils import create_dataset, data_preparation, get_trainer
 
-    config = Config(model="SASRec", config_dict=tiny_config(data, train_mode="sequence", **overrides))
+    config = Config(model="SASRec", config_dict=tiny_config(data, device=device, train_mode="sequence", **overrides))
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     model = build_model(config, train_data)
@@ -58,9 +58,9 @@ def test_history_length_counts_training_interactions(mixed_lengths, in_tmp_dir):
         assert int(history[inner]) == MIXED_COUNTS[raw] - 2
 
 
-def test_group_metrics_are_metrics_of_the_group(mixed_lengths, in_tmp_dir):
+def test_group_metrics_are_metrics_of_the_group(mixed_lengths, in_tmp_dir, device):
     """Recomputed by hand from the model's scores: HR and NDCG of the users in each group."""
-    config, dataset, trainer, train_data, valid_data, test_data = _setup(mixed_lengths, sparse_users=[3, 5])
+    config, dataset, trainer, train_data, valid_data, test_data = _setup(mixed_lengths, device=device, sparse_users=[3, 5])
     trainer.fit(train_data, valid_data, saved=False)
     result = trainer.evaluate(test_data, load_best_model=False)
 
@@ -68,7 +68,7 @@ def test_group_metrics_are_metrics_of_the_group(mixed_lengths, in_tmp_dir):
     ranks, users = [], []
     with torch.no_grad():
         for interaction, history_index, positive_u, positive_i in test_data:
-            scores = model.full_sort_predict(interaction).view(len(interaction), -1)
+            scores = model.full_sort_predict(interaction.to(trainer.device)).view(len(interaction), -1).cpu()
             scores[:, 0] = -math.inf
             if history_index is not None:
                 scores[history_index] = -math.inf
