@@ -92,13 +92,9 @@ a run failed (its output is in ``<work_dir>/<side>-seed<seed>/output.log``, kept
 
 import argparse
 import contextlib
-import hashlib
-import json
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +105,8 @@ sys.path.insert(0, REPO)
 
 from benchmarks import common as bench  # noqa: E402
 from benchmarks import worker  # noqa: E402
+from benchmarks.parity import common as parity  # noqa: E402
+from benchmarks.parity.common import PAGE_HEADER, RANK_METRICS, read_run, settings_key  # noqa: E402,F401
 
 UsageError = bench.UsageError
 SCRIPT = os.path.abspath(__file__)
@@ -129,15 +127,7 @@ AUTHORS_EVAL_BATCH = 100  # their evaluate() scores whole batches of 100 users
 SIDES = ("authors", "ours")
 SIDE_TITLES = {"authors": "authors' `DreamRec.py`", "ours": "our `DreamRec`"}
 TABLE_METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
-RANK_METRICS = tuple(f"{name}@{k}" for name in ("hit", "ndcg") for k in (5, 10, 20))
-EVAL_USERS_SEED = 0
-PAGE_HEADER = (
-    "# Parity with the authors' code\n\n"
-    "Written by the scripts in `benchmarks/parity/`: a model of this plugin next to its authors' own code, "
-    "run from a checkout of theirs on our split, with their settings. Each section is one configuration, "
-    "rewritten from its stored runs; see the script's docstring for what runs and every adjustment made "
-    "to the authors' code at run time.\n"
-)
+EVAL_USERS_SEED = parity.USERS_SEED
 # how their script prints (parsed for their own evaluation)
 VAL_PHRASE, TEST_PHRASE = "VAL PHRASE", "TEST PHRASE"
 EVAL_END = ("Evalution cost", "[parity] end of evaluation")
@@ -183,35 +173,12 @@ def check_args(args):
 
 
 def check_authors_repo(path):
-    if not path:
-        raise UsageError("--authors_repo: give a checkout of YangZhengyi98/DreamRec (or --sides ours)")
-    if not os.path.isdir(path):
-        raise UsageError(f"--authors_repo {path}: not a folder (a checkout of YangZhengyi98/DreamRec)")
-    missing = [name for name in AUTHORS_FILES if not os.path.isfile(os.path.join(path, name))]
-    if missing:
-        raise UsageError(
-            f"--authors_repo {path}: {', '.join(missing)} missing (a checkout of YangZhengyi98/DreamRec, "
-            f"commit {AUTHORS_COMMIT[:7]}, has {', '.join(AUTHORS_FILES)})"
-        )
-
-
-def git_blob_id(path):
-    """The id git gives the file's content (``git hash-object``)."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    parity.check_authors_repo(path, AUTHORS_FILES, "YangZhengyi98/DreamRec", AUTHORS_COMMIT)
 
 
 def authors_code(path):
-    """What identifies the authors' code of ``path``: each file's blob id, whether all are those of
-    ``AUTHORS_COMMIT``, and the checkout's commit when it is a git checkout."""
-    blobs = {name: git_blob_id(os.path.join(path, name)) for name in AUTHORS_FILES}
-    try:
-        out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
-        commit = out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"blobs": blobs, "pinned_commit": AUTHORS_COMMIT, "files_of_pinned_commit": blobs == AUTHORS_BLOBS, "checkout_commit": commit}
+    """Blob ids of the authors' files and whether they are those of ``AUTHORS_COMMIT``."""
+    return parity.authors_code(path, AUTHORS_FILES, AUTHORS_COMMIT, AUTHORS_BLOBS)
 
 
 # ============================================================================ data
@@ -226,15 +193,7 @@ def split_config_dict(data_path=None):
 
 def build_split(dataset, config_dict):
     """``(config, train_data, valid_data, test_data)``: the plugin's split of ``dataset`` for DreamRec."""
-    from recbole.utils import init_seed
-
-    from recbole_diffusion.config import Config
-    from recbole_diffusion.utils import create_dataset, data_preparation
-
-    config = Config(model="DreamRec", dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    return config, train_data, valid_data, test_data
+    return parity.build_split("DreamRec", dataset, config_dict)
 
 
 def authors_rows(split, config, seq_size=SEQ_SIZE):
@@ -273,12 +232,7 @@ def to_authors_format(train_data, valid_data, test_data, config, seq_size=SEQ_SI
 
 def choose_users(user_ids, count, seed=EVAL_USERS_SEED):
     """``count`` of the distinct ``user_ids``, a uniform sample without replacement, sorted."""
-    import numpy as np
-
-    users = np.unique(user_ids)
-    if count > len(users):
-        raise UsageError(f"--eval_users {count}: the test split has only {len(users)} users")
-    return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+    return parity.choose_users(user_ids, count, seed)
 
 
 def keep_users(frame, user_ids, chosen):
@@ -512,62 +466,7 @@ OURS_SETTINGS_SHOWN = (
 
 def job_main(job_file):
     """``--run_job JOB.json``: one side's run in this process; writes ``result.json`` beside the job."""
-    import traceback
-
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-    with open(job_file, encoding="utf-8") as handle:
-        job = json.load(handle)
-    result_file = os.path.join(os.path.dirname(os.path.abspath(job_file)), "result.json")
-    start = time.perf_counter()
-    try:
-        record = authors_job(job) if job["side"] == "authors" else ours_job(job)
-        code = 0
-    except BaseException as exc:  # noqa: BLE001 -- every failure is reported in the result, then by the exit code
-        record = {"status": "failed", "error": worker.last_line(f"{type(exc).__name__}: {exc}"), "traceback": traceback.format_exc()}
-        code = 1
-    record["run_seconds"] = time.perf_counter() - start
-    record["peak_rss_mb"] = worker.peak_rss_mb()
-    with open(result_file, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1, default=str)
-    print(f"[parity] {job['side']}: {record['status']}" + (f": {record['error']}" if code else ""), flush=True)
-    return code
-
-
-def run_process(job, run_dir, timeout):
-    """Run ``job`` in its own process in ``run_dir``; return its record (never raises for a failure)."""
-    job_file = os.path.join(run_dir, "job.json")
-    with open(job_file, "w", encoding="utf-8") as handle:
-        json.dump(job, handle, indent=1)
-    log_file = os.path.join(run_dir, "output.log")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
-    start = time.perf_counter()
-    with open(log_file, "w", encoding="utf-8") as log:
-        process = subprocess.Popen([sys.executable, SCRIPT, "--run_job", job_file], cwd=run_dir, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        bench._STOP["process"] = process
-        if bench._STOP["signal"] is not None:
-            bench.kill_group(process)
-        try:
-            returncode = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            bench.kill_group(process)
-            process.wait()
-            returncode = None
-        finally:
-            bench._STOP["process"] = None
-    record = {"process_seconds": time.perf_counter() - start}
-    result_file = os.path.join(run_dir, "result.json")
-    if os.path.exists(result_file):
-        with open(result_file, encoding="utf-8") as handle:
-            record.update(json.load(handle))
-    if bench._STOP["signal"] is not None:
-        record.update(status="failed", error=f"interrupted by {signal.Signals(bench._STOP['signal']).name}")
-    elif returncode is None:
-        record.update(status="failed", error=f"timed out after {timeout:g} s (--timeout)")
-    elif record.get("status") != "ok" or returncode != 0:
-        record["status"] = "failed"
-        record.setdefault("error", f"exited with code {returncode}; last output line: {bench.last_log_line(log_file)}")
-    return record
+    return parity.job_main(job_file, {"authors": authors_job, "ours": ours_job})
 
 
 # ============================================================================ plan, records
@@ -583,10 +482,6 @@ def side_settings(args, side, seed, code):
     return settings
 
 
-def settings_key(settings):
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
-
-
 def users_label(eval_users):
     return "all" if eval_users is None else f"{eval_users}users"
 
@@ -594,14 +489,6 @@ def users_label(eval_users):
 def run_path(results_dir, args, side, seed):
     name = f"dreamrec-{args.dataset}-{args.epochs}epochs-{users_label(args.eval_users)}-{side}-seed{seed}.json"
     return os.path.join(results_dir, "parity", name)
-
-
-def read_run(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
 
 
 def section_name(args):
@@ -628,22 +515,7 @@ def shown_command(args):
 # ============================================================================ metrics and table
 def rank_metrics(test_rows, users=None):
     """HR and NDCG at 5, 10, 20 from the stored per-user ranks (of ``users`` tokens when given)."""
-    import numpy as np
-
-    keys, ranks = worker.decode_rows(test_rows)
-    if users is not None:
-        position = {key: index for index, key in enumerate(keys)}
-        missing = [user for user in users if user not in position]
-        if missing:
-            raise ValueError(f"{len(missing)} of the evaluation users have no stored rank (e.g. {missing[0]})")
-        ranks = ranks[[position[user] for user in users]]
-    metrics = {"users": int(len(ranks))}
-    for key in RANK_METRICS:
-        name, k = key.split("@")
-        k = int(k)
-        values = (ranks <= k).astype(np.float64) if name == "hit" else np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
-        metrics[key] = float(values.mean()) if len(values) else None
-    return metrics
+    return parity.rank_metrics(test_rows, users)
 
 
 def table_rows(record):
@@ -739,11 +611,7 @@ def render_section(state):
 
 
 def write_section(state, results_dir):
-    path = os.path.join(results_dir, "parity.md")
-    with bench.locked(results_dir):
-        text = bench.read_proc(path) if os.path.exists(path) else PAGE_HEADER
-        bench.atomic_write(path, bench.replace_section(text, state["section"], render_section(state)))
-    return path
+    return parity.write_section(state["section"], render_section(state), results_dir)
 
 
 # ============================================================================ main
@@ -770,24 +638,13 @@ def main(argv=None):
     try:
         check_args(args)
         os.makedirs(os.path.join(results_dir, "parity"), exist_ok=True)
-        page = os.path.join(results_dir, "parity.md")
-        if os.path.exists(page):
-            try:
-                bench.replace_section(bench.read_proc(page), section_name(args), "")
-            except ValueError as exc:
-                raise UsageError(f"{page}: {exc}") from None
+        parity.check_page(results_dir, section_name(args))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     code = authors_code(args.authors_repo) if "authors" in args.sides else None
-    plan = []
-    for seed in args.seeds:
-        for side in args.sides:
-            settings = side_settings(args, side, seed, code)
-            path = run_path(results_dir, args, side, seed)
-            stored = read_run(path)
-            current = stored is not None and stored.get("status") == "ok" and stored.get("settings_key") == settings_key(settings)
-            plan.append({"side": side, "seed": seed, "settings": settings, "path": path, "stored": current and not args.redo})
+    plan = parity.plan_runs(args, results_dir, lambda side, seed: side_settings(args, side, seed, code),
+                            lambda side, seed: run_path(results_dir, args, side, seed))
     frames = tokens = None
     if any(not item["stored"] for item in plan):
         try:
@@ -798,68 +655,36 @@ def main(argv=None):
         except (UsageError, RecBoleDiffusionError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, bench.request_stop)
     temporary = args.work_dir is None
     work_dir = tempfile.mkdtemp(prefix="parity-dreamrec-") if temporary else os.path.abspath(args.work_dir)
-    os.makedirs(work_dir, exist_ok=True)
     state = {
         "section": section_name(args), "command": shown_command(args), "machine": bench.machine_info(),
         "started": bench.now_utc(), "finished": None, "authors_code": code,
         "view": {"dataset": args.dataset, "epochs": args.epochs, "eval_users": args.eval_users, "threads": args.threads},
         "records": {(item["side"], item["seed"]): None for item in plan},
     }
-    failed = []
-    for item in plan:
+
+    def make_job(item, run_dir):
         side, seed = item["side"], item["seed"]
-        if item["stored"]:
-            state["records"][(side, seed)] = read_run(item["path"])
-            print(f"{side} seed {seed}: stored ({os.path.relpath(item['path'], REPO)})", flush=True)
-            continue
-        run_dir = os.path.join(work_dir, f"{side}-seed{seed}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.makedirs(run_dir)
-        settings = item["settings"]
         job = {"side": side, "seed": seed, "epochs": args.epochs, "dataset": args.dataset, "threads": args.threads,
                "split_config": split_config_dict(args.data_path)}
         if side == "authors":
             for name in AUTHORS_FILES:  # their code, into the run folder only
                 shutil.copyfile(os.path.join(args.authors_repo, name), os.path.join(run_dir, name))
             write_authors_data(run_dir, args.dataset, frames)
-            job["argv"] = settings["argv"]
+            job["argv"] = item["settings"]["argv"]
         else:
-            job["config_dict"] = {**job["split_config"], **settings["config_dict"]}
-        print(f"{side} seed {seed}: running in {run_dir}", flush=True)
-        record = run_process(job, run_dir, args.timeout)
-        if bench._STOP["signal"] is not None:
-            print(f"stopped by {signal.Signals(bench._STOP['signal']).name}; this run is not stored", flush=True)
-            return 128 + bench._STOP["signal"]
-        record.pop("traceback", None)
-        record.update(side=side, seed=seed, settings=settings, settings_key=settings_key(settings), finished=bench.now_utc(),
-                      machine=state["machine"], data_path=bench.shown_data_path(args.data_path) if args.data_path else None,
-                      eval_user_tokens=tokens, their_test_users=len(frames["test_data"]))
-        if side == "authors":
-            record["authors_code"] = code
-        bench.atomic_write(item["path"], json.dumps(bench.repo_relative(record), indent=1, default=str) + "\n")
-        state["records"][(side, seed)] = record
-        if record["status"] == "ok":
-            print(f"    ok: {record['process_seconds']:.0f} s", flush=True)
-            shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
-        else:
-            failed.append(f"{side} seed {seed}")
-            print(f"    FAILED: {record['error']} (output: {os.path.join(run_dir, 'output.log')})", flush=True)
-        write_section(state, results_dir)
-    state["finished"] = bench.now_utc()
-    page = write_section(state, results_dir)
-    body = render_section(state)
-    print("\n" + body[body.index("| side"):])
-    print(f"wrote {page}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
-    if temporary and not failed:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    elif failed:
-        print(f"run folders kept in {work_dir}", flush=True)
-    return 1 if failed else 0
+            job["config_dict"] = {**job["split_config"], **item["settings"]["config_dict"]}
+        return job
 
+    def finish_record(item, record):
+        record.update(data_path=bench.shown_data_path(args.data_path) if args.data_path else None,
+                      eval_user_tokens=tokens, their_test_users=len(frames["test_data"]))
+        if item["side"] == "authors":
+            record["authors_code"] = code
+
+    return parity.execute_plan(plan, state, script=SCRIPT, work_dir=work_dir, temporary=temporary, timeout=args.timeout,
+                               results_dir=results_dir, make_job=make_job, finish_record=finish_record, render=render_section)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,273 @@
+"""What the parity scripts share: the authors' checkout (its files, their git blob ids), the split,
+fixed user samples, the per-user ranks, the stored runs, the run's own process and the loop over
+(side, seed) runs that stores each as it ends and rewrites the page's section.
+
+Each script (``dreamrec.py``, ``adarec.py``) is a command line over these, with its own data
+conversion, its own adjustments to the authors' code and its own table.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks import common as bench  # noqa: E402
+from benchmarks import worker  # noqa: E402
+
+UsageError = bench.UsageError
+RANK_METRICS = tuple(f"{name}@{k}" for name in ("hit", "ndcg") for k in (5, 10, 20))
+USERS_SEED = 0
+PAGE_HEADER = (
+    "# Parity with the authors' code\n\n"
+    "Written by the scripts in `benchmarks/parity/`: a model of this plugin next to its authors' own code, "
+    "run from a checkout of theirs on our split, with their settings. Each section is one configuration, "
+    "rewritten from its stored runs; see the script's docstring for what runs and every adjustment made "
+    "to the authors' code at run time.\n"
+)
+
+
+# ============================================================================ the authors' checkout
+def git_blob_id(path):
+    """The id git gives the file's content (``git hash-object``)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def check_authors_repo(path, files, repository, commit, sides_hint="--sides ours"):
+    """UsageError unless ``path`` is a folder holding every one of ``files`` (relative paths)."""
+    if not path:
+        raise UsageError(f"--authors_repo: give a checkout of {repository} (or {sides_hint})")
+    if not os.path.isdir(path):
+        raise UsageError(f"--authors_repo {path}: not a folder (a checkout of {repository})")
+    missing = [name for name in files if not os.path.isfile(os.path.join(path, name))]
+    if missing:
+        raise UsageError(
+            f"--authors_repo {path}: {', '.join(missing)} missing (a checkout of {repository}, "
+            f"commit {commit[:7]}, has {', '.join(files)})"
+        )
+
+
+def authors_code(path, files, pinned_commit, pinned_blobs):
+    """What identifies the authors' code of ``path``: each file's blob id, whether all are those of
+    ``pinned_commit``, and the checkout's commit when it is a git checkout."""
+    blobs = {name: git_blob_id(os.path.join(path, name)) for name in files}
+    try:
+        out = subprocess.run(["git", "-C", path, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        commit = out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"blobs": blobs, "pinned_commit": pinned_commit, "files_of_pinned_commit": blobs == pinned_blobs, "checkout_commit": commit}
+
+
+# ============================================================================ data
+def build_split(model, dataset, config_dict):
+    """``(config, train_data, valid_data, test_data)``: the plugin's split of ``dataset`` for ``model``."""
+    from recbole.utils import init_seed
+
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.utils import create_dataset, data_preparation
+
+    config = Config(model=model, dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    return config, train_data, valid_data, test_data
+
+
+def choose_users(user_ids, count, seed=USERS_SEED, option="--eval_users", where="the test split"):
+    """``count`` of the distinct ``user_ids``, a uniform sample without replacement, sorted."""
+    import numpy as np
+
+    users = np.unique(user_ids)
+    if count > len(users):
+        raise UsageError(f"{option} {count}: {where} has only {len(users)} users")
+    return np.sort(np.random.default_rng(seed).choice(users, size=count, replace=False))
+
+
+def rank_metrics(test_rows, users=None, metrics=RANK_METRICS):
+    """HR and NDCG at 5, 10, 20 from the stored per-user ranks (of ``users`` tokens when given)."""
+    import numpy as np
+
+    keys, ranks = worker.decode_rows(test_rows)
+    if users is not None:
+        position = {key: index for index, key in enumerate(keys)}
+        missing = [user for user in users if user not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} of the evaluation users have no stored rank (e.g. {missing[0]})")
+        ranks = ranks[[position[user] for user in users]]
+    result = {"users": int(len(ranks))}
+    for key in metrics:
+        name, k = key.split("@")
+        k = int(k)
+        values = (ranks <= k).astype(np.float64) if name == "hit" else np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+        result[key] = float(values.mean()) if len(values) else None
+    return result
+
+
+# ============================================================================ stored runs
+def settings_key(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def read_run(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def check_page(results_dir, section):
+    """UsageError when ``results_dir/parity.md`` exists with markers that cannot take ``section``."""
+    page = os.path.join(results_dir, "parity.md")
+    if os.path.exists(page):
+        try:
+            bench.replace_section(bench.read_proc(page), section, "")
+        except ValueError as exc:
+            raise UsageError(f"{page}: {exc}") from None
+
+
+def write_section(section, body, results_dir):
+    """Replace ``section`` of ``results_dir/parity.md`` by ``body`` (atomically, under the folder's lock)."""
+    path = os.path.join(results_dir, "parity.md")
+    with bench.locked(results_dir):
+        text = bench.read_proc(path) if os.path.exists(path) else PAGE_HEADER
+        bench.atomic_write(path, bench.replace_section(text, section, body))
+    return path
+
+
+# ============================================================================ the runs' processes
+def job_main(job_file, jobs):
+    """``--run_job JOB.json``: one side's run in this process (``jobs[side](job)`` gives its record);
+    writes ``result.json`` beside the job. This folder leaves ``sys.path`` first, so that the
+    authors' modules, copied into the run folder, are the ones their code imports."""
+    import traceback
+
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+    with open(job_file, encoding="utf-8") as handle:
+        job = json.load(handle)
+    result_file = os.path.join(os.path.dirname(os.path.abspath(job_file)), "result.json")
+    start = time.perf_counter()
+    try:
+        record = jobs[job["side"]](job)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 -- every failure is reported in the result, then by the exit code
+        record = {"status": "failed", "error": worker.last_line(f"{type(exc).__name__}: {exc}"), "traceback": traceback.format_exc()}
+        code = 1
+    record["run_seconds"] = time.perf_counter() - start
+    record["peak_rss_mb"] = worker.peak_rss_mb()
+    with open(result_file, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1, default=str)
+    print(f"[parity] {job['side']}: {record['status']}" + (f": {record['error']}" if code else ""), flush=True)
+    return code
+
+
+def run_process(job, run_dir, timeout, script, env=None):
+    """Run ``script --run_job`` on ``job`` in its own process in ``run_dir``; return its record
+    (never raises for a failure)."""
+    job_file = os.path.join(run_dir, "job.json")
+    with open(job_file, "w", encoding="utf-8") as handle:
+        json.dump(job, handle, indent=1)
+    log_file = os.path.join(run_dir, "output.log")
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    start = time.perf_counter()
+    with open(log_file, "w", encoding="utf-8") as log:
+        process = subprocess.Popen([sys.executable, script, "--run_job", job_file], cwd=run_dir, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        bench._STOP["process"] = process
+        if bench._STOP["signal"] is not None:
+            bench.kill_group(process)
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            bench.kill_group(process)
+            process.wait()
+            returncode = None
+        finally:
+            bench._STOP["process"] = None
+    record = {"process_seconds": time.perf_counter() - start}
+    result_file = os.path.join(run_dir, "result.json")
+    if os.path.exists(result_file):
+        with open(result_file, encoding="utf-8") as handle:
+            record.update(json.load(handle))
+    if bench._STOP["signal"] is not None:
+        record.update(status="failed", error=f"interrupted by {signal.Signals(bench._STOP['signal']).name}")
+    elif returncode is None:
+        record.update(status="failed", error=f"timed out after {timeout:g} s (--timeout)")
+    elif record.get("status") != "ok" or returncode != 0:
+        record["status"] = "failed"
+        record.setdefault("error", f"exited with code {returncode}; last output line: {bench.last_log_line(log_file)}")
+    return record
+
+
+def plan_runs(args, results_dir, side_settings, run_path):
+    """One item per (seed, side): its settings, its JSON's path, and whether a stored run of the same
+    settings (``settings_key``) can stand for it (not with ``--redo``)."""
+    plan = []
+    for seed in args.seeds:
+        for side in args.sides:
+            settings = side_settings(side, seed)
+            path = run_path(side, seed)
+            stored = read_run(path)
+            current = stored is not None and stored.get("status") == "ok" and stored.get("settings_key") == settings_key(settings)
+            plan.append({"side": side, "seed": seed, "settings": settings, "path": path, "stored": current and not args.redo})
+    return plan
+
+
+def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_dir, make_job, finish_record, render, env=None):
+    """Run every plan item not stored, each in its own process in ``work_dir/<side>-seed<seed>``:
+    ``make_job(item, run_dir)`` fills the run folder and gives the job; the record is completed by
+    ``finish_record(item, record)``, stored atomically as soon as the run ends, and the section
+    (``render(state)``) rewritten after every run. Returns the exit code (1 when a run failed,
+    128 + the signal when stopped)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, bench.request_stop)
+    os.makedirs(work_dir, exist_ok=True)
+    failed = []
+    for item in plan:
+        side, seed = item["side"], item["seed"]
+        if item["stored"]:
+            state["records"][(side, seed)] = read_run(item["path"])
+            print(f"{side} seed {seed}: stored ({os.path.relpath(item['path'], REPO)})", flush=True)
+            continue
+        run_dir = os.path.join(work_dir, f"{side}-seed{seed}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.makedirs(run_dir)
+        job = make_job(item, run_dir)
+        print(f"{side} seed {seed}: running in {run_dir}", flush=True)
+        record = run_process(job, run_dir, timeout, script, env=env)
+        if bench._STOP["signal"] is not None:
+            print(f"stopped by {signal.Signals(bench._STOP['signal']).name}; this run is not stored", flush=True)
+            return 128 + bench._STOP["signal"]
+        record.pop("traceback", None)
+        record.update(side=side, seed=seed, settings=item["settings"], settings_key=settings_key(item["settings"]),
+                      finished=bench.now_utc(), machine=state["machine"])
+        finish_record(item, record)
+        bench.atomic_write(item["path"], json.dumps(bench.repo_relative(record), indent=1, default=str) + "\n")
+        state["records"][(side, seed)] = record
+        if record["status"] == "ok":
+            print(f"    ok: {record['process_seconds']:.0f} s", flush=True)
+            shutil.rmtree(os.path.join(run_dir, "data"), ignore_errors=True)
+        else:
+            failed.append(f"{side} seed {seed}")
+            print(f"    FAILED: {record['error']} (output: {os.path.join(run_dir, 'output.log')})", flush=True)
+        write_section(state["section"], render(state), results_dir)
+    state["finished"] = bench.now_utc()
+    page = write_section(state["section"], render(state), results_dir)
+    body = render(state)
+    print("\n" + body[body.index("| side"):])
+    print(f"wrote {page}" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    if temporary and not failed:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    elif failed:
+        print(f"run folders kept in {work_dir}", flush=True)
+    return 1 if failed else 0
