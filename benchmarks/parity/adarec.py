@@ -126,7 +126,6 @@ before anything runs. Exit code 1 when a run failed (its output is in
 import argparse
 import math
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -721,34 +720,16 @@ def side_settings(args, side, seed, code):
     return settings
 
 
-def users_label(users):
-    return "all" if users is None else f"{users}users"
-
-
 def run_path(results_dir, args, side, seed):
-    name = f"adarec-{args.dataset}-{args.epochs}epochs-{users_label(args.users)}-{side}-seed{seed}.json"
-    return os.path.join(results_dir, "parity", name)
+    return parity.run_path(results_dir, "adarec", args, side, seed, args.users)
 
 
 def section_name(args):
-    return f"adarec-{args.dataset}-{args.epochs}epochs" + (f"-{args.users}users" if args.users else "")
+    return parity.section_name("adarec", args, args.users)
 
 
 def shown_command(args):
-    """The command as one would type it again: the authors' checkout as PATH, the data as DATA."""
-    parts = ["python", "benchmarks/parity/adarec.py"]
-    if "authors" in args.sides:
-        parts.append("--authors_repo=PATH")
-    if args.data_path:
-        parts.append(f"--data_path={bench.shown_data_path(args.data_path)}")
-    parts += [f"--dataset={args.dataset}", f"--epochs={args.epochs}", "--seeds", *map(str, args.seeds)]
-    if args.users:
-        parts.append(f"--users={args.users}")
-    if list(args.sides) != list(SIDES):
-        parts += ["--sides", *args.sides]
-    if args.threads != 1:
-        parts.append(f"--threads={args.threads}")
-    return shlex.join(parts)
+    return parity.shown_command("benchmarks/parity/adarec.py", args, SIDES, "--users", args.users)
 
 
 # ============================================================================ table

@@ -9,6 +9,7 @@ conversion, its own adjustments to the authors' code and its own table.
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -271,3 +272,32 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
     elif failed:
         print(f"run folders kept in {work_dir}", flush=True)
     return 1 if failed else 0
+
+
+# ============================================================================ names and commands
+def run_path(results_dir, model, args, side, seed, users):
+    """Where one (side, seed) run of ``model``'s comparison is stored; ``users``: the size of the
+    user sample (None: every user)."""
+    label = "all" if users is None else f"{users}users"
+    return os.path.join(results_dir, "parity", f"{model}-{args.dataset}-{args.epochs}epochs-{label}-{side}-seed{seed}.json")
+
+
+def section_name(model, args, users):
+    return f"{model}-{args.dataset}-{args.epochs}epochs" + (f"-{users}users" if users else "")
+
+
+def shown_command(script, args, sides, users_option, users):
+    """The command as one would type it again: the authors' checkout as PATH, the data as DATA."""
+    parts = ["python", script]
+    if "authors" in args.sides:
+        parts.append("--authors_repo=PATH")
+    if args.data_path:
+        parts.append(f"--data_path={bench.shown_data_path(args.data_path)}")
+    parts += [f"--dataset={args.dataset}", f"--epochs={args.epochs}", "--seeds", *map(str, args.seeds)]
+    if users:
+        parts.append(f"{users_option}={users}")
+    if list(args.sides) != list(sides):
+        parts += ["--sides", *args.sides]
+    if args.threads != 1:
+        parts.append(f"--threads={args.threads}")
+    return shlex.join(parts)

@@ -93,7 +93,6 @@ a run failed (its output is in ``<work_dir>/<side>-seed<seed>/output.log``, kept
 import argparse
 import contextlib
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -482,34 +481,16 @@ def side_settings(args, side, seed, code):
     return settings
 
 
-def users_label(eval_users):
-    return "all" if eval_users is None else f"{eval_users}users"
-
-
 def run_path(results_dir, args, side, seed):
-    name = f"dreamrec-{args.dataset}-{args.epochs}epochs-{users_label(args.eval_users)}-{side}-seed{seed}.json"
-    return os.path.join(results_dir, "parity", name)
+    return parity.run_path(results_dir, "dreamrec", args, side, seed, args.eval_users)
 
 
 def section_name(args):
-    return f"dreamrec-{args.dataset}-{args.epochs}epochs" + (f"-{args.eval_users}users" if args.eval_users else "")
+    return parity.section_name("dreamrec", args, args.eval_users)
 
 
 def shown_command(args):
-    """The command as one would type it again: the authors' checkout as PATH, the data as DATA."""
-    parts = ["python", "benchmarks/parity/dreamrec.py"]
-    if "authors" in args.sides:
-        parts.append("--authors_repo=PATH")
-    if args.data_path:
-        parts.append(f"--data_path={bench.shown_data_path(args.data_path)}")
-    parts += [f"--dataset={args.dataset}", f"--epochs={args.epochs}", "--seeds", *map(str, args.seeds)]
-    if args.eval_users:
-        parts.append(f"--eval_users={args.eval_users}")
-    if list(args.sides) != list(SIDES):
-        parts += ["--sides", *args.sides]
-    if args.threads != 1:
-        parts.append(f"--threads={args.threads}")
-    return shlex.join(parts)
+    return parity.shown_command("benchmarks/parity/dreamrec.py", args, SIDES, "--eval_users", args.eval_users)
 
 
 # ============================================================================ metrics and table
