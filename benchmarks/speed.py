@@ -143,7 +143,21 @@ WHY = {
         "candidates and a soft NDCG over all items: its counted work per epoch is {flop:.2f}x SASRec's, and its "
         "time follows that work.",
     },
+    "ADARec": {
+        "epoch": "each step encodes the sequence twice through the same encoder (the clean input and its "
+        "diffusion-augmented trajectory, pooled by the router) and runs the depth controller and the denoiser "
+        "at every position: its counted work per epoch is {flop:.2f}x SASRec's.",
+    },
+    "ADARecReleased": {
+        "epoch": "the released code trains two independent experts, each with its own item table, encoder, intent "
+        "prototypes and optimizer: its counted work per epoch is {flop:.2f}x SASRec's, but each step updates twice "
+        "the parameters and runs twice the small operations (the profile's `mul`, `add_` and `sqrt`, mostly the "
+        "two optimizers and the dropout masks).",
+    },
     "i2VAE": {
+        "eval": "scoring a user encodes both domains' histories and the history with its pseudo-items (three "
+        "encoders, where SASRec has one), and each batch masks the other domain's items out of the ranking "
+        "(the profile's `index_put_` and `fill_`).",
         "epoch": "i2VAE trains one sample per target (its latents summarise a whole sequence, so it has no "
         "whole-sequence mode as SASRec's): every target re-encodes its history, with three encoders per sample "
         "(the target domain's history, the other domain's, and the target domain's with pseudo-items interleaved, "
@@ -176,6 +190,9 @@ def render(state):
         "amazon-beauty; i2VAE's to SASRec on cloth plus SASRec on sport. Targets for this plugin's models: "
         f"≤ {EPOCH_TARGET}x per epoch (i2VAE ≤ {CROSS_EPOCH_TARGET}x) and ≤ {EVAL_TARGET}x per evaluation.",
         "",
+        *(["A load average above the thread count means other processes shared the machine: rows measured "
+           "minutes apart then carry that noise, and a ratio can move by tens of percent from one run to the next.", ""]
+          if max(state["load_start"] or 0, state["load_end"] or 0) > state["threads"] else []),
         "| model | dataset | batch | batches/epoch | s/step | s/epoch | x ref | valid eval s | x ref | setup s "
         "| peak RSS MiB | GFLOP/step | GFLOP/epoch x ref | GFLOP/s | targets |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
