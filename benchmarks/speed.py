@@ -140,8 +140,9 @@ WHY = {
     "AsarRec": {
         "epoch": "each step encodes two learned views of every sequence besides the sequence itself, with gradients "
         "(the contrastive and NDCG-preserving terms), runs the augmenter's own encoder, and for each view draws "
-        "candidates and a soft NDCG over all items: its counted work per epoch is {flop:.2f}x SASRec's, and its "
-        "time follows that work.",
+        "candidates and a soft NDCG over all items: its counted work per epoch is {flop:.2f}x SASRec's; the rest of "
+        "its time is work the counter does not count, the greedy rounding of each view's transport matrix (a "
+        "loop over proposals) and the Gumbel candidate draws over all items, once per view.",
     },
     "ADARec": {
         "epoch": "each step encodes the sequence twice through the same encoder (the clean input and its "

@@ -198,37 +198,21 @@ def build_parser():
         description="Run the ADARec authors' code and our ADARecReleased on the same data and settings; write "
         "benchmarks/results/parity.md (see the docstring).",
     )
-    parser.add_argument("--authors_repo", metavar="PATH", help=f"a checkout of {AUTHORS_REPOSITORY} (needs {', '.join(AUTHORS_FILES)})")
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
-    parser.add_argument("--dataset", default="amazon-beauty", help="dataset (default amazon-beauty)")
-    parser.add_argument("--epochs", type=int, default=README_EPOCHS, help=f"most training epochs of both sides (default {README_EPOCHS}, theirs)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[THEIR_DEFAULT_SEED], help=f"seeds (default {THEIR_DEFAULT_SEED}, theirs)")
+    parity.add_data_options(parser, AUTHORS_REPOSITORY, AUTHORS_FILES, README_EPOCHS, f"most training epochs of both sides (default {README_EPOCHS}, theirs)",
+                            THEIR_DEFAULT_SEED, f"seeds (default {THEIR_DEFAULT_SEED}, theirs)")
     parser.add_argument("--users", type=int, default=None, metavar="N", help="both sides on a fixed random sample of N users (default: all)")
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="which sides run (default: both)")
-    parser.add_argument("--redo", action="store_true", help="rerun runs that are stored already")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a run that takes longer (stored as failed)")
-    parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where parity.md and parity/ go")
-    parser.add_argument("--work_dir", default=None, help="run folders, kept (default: a temporary folder, removed after success)")
+    parity.add_run_options(parser, SIDES)
     return parser
 
 
 def check_args(args):
     """UsageError for arguments that cannot run; reads no data."""
-    bench.check_name(args.dataset, "--dataset", "dataset")
-    if args.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
+    parity.check_common_args(args)
     if args.users is not None:
         if args.users < 1:
             raise UsageError("--users must be at least 1")
         if args.data_path is None:
             raise UsageError("--users needs --data_path (the sample is cut from DATA/<dataset>/<dataset>.inter)")
-    if args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise UsageError("--seeds: a seed is given twice")
-    if args.data_path is not None and not os.path.isdir(args.data_path):
-        raise UsageError(f"--data_path {args.data_path}: not a folder")
     if "authors" in args.sides:
         check_authors_repo(args.authors_repo)
 
@@ -892,20 +876,10 @@ def prepare_data(args, work_dir):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--run_job"]:
-        return job_main(argv[1])
-    args = build_parser().parse_args(argv)
-    results_dir = os.path.abspath(args.results_dir)
-    try:
-        check_args(args)
-        os.makedirs(os.path.join(results_dir, "parity"), exist_ok=True)
-        parity.check_page(results_dir, section_name(args))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    code = authors_code(args.authors_repo) if "authors" in args.sides else None
-    plan = parity.plan_runs(args, results_dir, lambda side, seed: side_settings(args, side, seed, code),
-                            lambda side, seed: run_path(results_dir, args, side, seed))
+    stop, started = parity.start(argv, sys.modules[__name__])
+    if stop is not None:
+        return stop
+    args, results_dir, code, plan = started
     temporary = args.work_dir is None
     work_dir = tempfile.mkdtemp(prefix="parity-adarec-") if temporary else os.path.abspath(args.work_dir)
     converted = split_config = comparison = None

@@ -301,3 +301,60 @@ def shown_command(script, args, sides, users_option, users):
     if args.threads != 1:
         parts.append(f"--threads={args.threads}")
     return shlex.join(parts)
+
+
+# ============================================================================ the opening of a script
+def start(argv, script):
+    """What every parity script does first: run a worker's job (``--run_job FILE``), or parse and
+    check the arguments, check the page's section, read the authors' code and plan the runs.
+    ``script`` is the script's module (its ``build_parser``, ``job_main``, ``check_args``,
+    ``section_name``, ``authors_code``, ``side_settings`` and ``run_path``). Returns
+    ``(exit code, None)`` to stop with, or ``(None, (args, results_dir, code, plan))``."""
+    if argv[:1] == ["--run_job"]:
+        return script.job_main(argv[1]), None
+    args = script.build_parser().parse_args(argv)
+    results_dir = os.path.abspath(args.results_dir)
+    try:
+        script.check_args(args)
+        os.makedirs(os.path.join(results_dir, "parity"), exist_ok=True)
+        check_page(results_dir, script.section_name(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2, None
+    code = script.authors_code(args.authors_repo) if "authors" in args.sides else None
+    plan = plan_runs(args, results_dir, lambda side, seed: script.side_settings(args, side, seed, code),
+                     lambda side, seed: script.run_path(results_dir, args, side, seed))
+    return None, (args, results_dir, code, plan)
+
+
+# ============================================================================ options
+def add_data_options(parser, repository, files, epochs, epochs_help, seed, seeds_help):
+    """The options every parity script takes before its own: the checkout, the data, epochs, seeds."""
+    parser.add_argument("--authors_repo", metavar="PATH", help=f"a checkout of {repository} (needs {', '.join(files)})")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    parser.add_argument("--dataset", default="amazon-beauty", help="dataset (default amazon-beauty)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[seed], help=seeds_help)
+
+
+def add_run_options(parser, sides):
+    """The options every parity script takes after its own: sides, reruns, threads, folders."""
+    parser.add_argument("--sides", nargs="+", choices=sides, default=list(sides), help="which sides run (default: both)")
+    parser.add_argument("--redo", action="store_true", help="rerun runs that are stored already")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a run that takes longer (stored as failed)")
+    parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where parity.md and parity/ go")
+    parser.add_argument("--work_dir", default=None, help="run folders, kept (default: a temporary folder, removed after success)")
+
+
+def check_common_args(args):
+    """UsageError for the shared options' values that cannot run; reads no data."""
+    bench.check_name(args.dataset, "--dataset", "dataset")
+    if args.epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UsageError("--seeds: a seed is given twice")
+    if args.data_path is not None and not os.path.isdir(args.data_path):
+        raise UsageError(f"--data_path {args.data_path}: not a folder")

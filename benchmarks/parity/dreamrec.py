@@ -139,34 +139,17 @@ def build_parser():
         description="Run the DreamRec authors' code and our DreamRec on the same split and settings; write "
         "benchmarks/results/parity.md (see the docstring).",
     )
-    parser.add_argument("--authors_repo", metavar="PATH", help="a checkout of YangZhengyi98/DreamRec (needs DreamRec.py, Modules_ori.py, utility.py)")
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
-    parser.add_argument("--dataset", default="amazon-beauty", help="dataset (default amazon-beauty)")
-    parser.add_argument("--epochs", type=int, default=50, help="training epochs of both sides (default 50)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[2020], help="seeds (default 2020)")
+    parity.add_data_options(parser, "YangZhengyi98/DreamRec", AUTHORS_FILES, 50, "training epochs of both sides (default 50)", 2020, "seeds (default 2020)")
     parser.add_argument("--eval_users", type=int, default=None, metavar="N", help="evaluate a fixed random sample of N >= 100 test users (default: all)")
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES), help="which sides run (default: both)")
-    parser.add_argument("--redo", action="store_true", help="rerun runs that are stored already")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a run that takes longer (stored as failed)")
-    parser.add_argument("--results_dir", default=os.path.join(REPO, "benchmarks", "results"), help="where parity.md and parity/ go")
-    parser.add_argument("--work_dir", default=None, help="run folders, kept (default: a temporary folder, removed after success)")
+    parity.add_run_options(parser, SIDES)
     return parser
 
 
 def check_args(args):
     """UsageError for arguments that cannot run; reads no data."""
-    bench.check_name(args.dataset, "--dataset", "dataset")
-    if args.epochs < 1:
-        raise UsageError("--epochs must be at least 1")
+    parity.check_common_args(args)
     if args.eval_users is not None and args.eval_users < AUTHORS_EVAL_BATCH:
         raise UsageError(f"--eval_users must be at least {AUTHORS_EVAL_BATCH}: the authors' evaluation scores whole batches of {AUTHORS_EVAL_BATCH} users")
-    if args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise UsageError("--seeds: a seed is given twice")
-    if args.data_path is not None and not os.path.isdir(args.data_path):
-        raise UsageError(f"--data_path {args.data_path}: not a folder")
     if "authors" in args.sides:
         check_authors_repo(args.authors_repo)
 
@@ -612,20 +595,10 @@ def prepare_data(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--run_job"]:
-        return job_main(argv[1])
-    args = build_parser().parse_args(argv)
-    results_dir = os.path.abspath(args.results_dir)
-    try:
-        check_args(args)
-        os.makedirs(os.path.join(results_dir, "parity"), exist_ok=True)
-        parity.check_page(results_dir, section_name(args))
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    code = authors_code(args.authors_repo) if "authors" in args.sides else None
-    plan = parity.plan_runs(args, results_dir, lambda side, seed: side_settings(args, side, seed, code),
-                            lambda side, seed: run_path(results_dir, args, side, seed))
+    stop, started = parity.start(argv, sys.modules[__name__])
+    if stop is not None:
+        return stop
+    args, results_dir, code, plan = started
     frames = tokens = None
     if any(not item["stored"] for item in plan):
         try:
