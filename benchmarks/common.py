@@ -562,6 +562,16 @@ def replace_section(text, section, body):
     return text[: starts[0]] + block + text[ends[0]:]
 
 
+def check_section_writable(md_path, section):
+    """UsageError now, before any work, when ``md_path`` exists with markers that cannot take
+    ``section`` (unbalanced or repeated)."""
+    if os.path.exists(md_path):
+        try:
+            replace_section(read_proc(md_path), section, "")
+        except ValueError as exc:
+            raise UsageError(f"{md_path}: {exc}") from None
+
+
 @contextlib.contextmanager
 def locked(folder):
     """An exclusive lock on ``folder`` (two runs may write the same results file)."""

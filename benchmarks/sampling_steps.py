@@ -208,16 +208,6 @@ def resolve(args):
     }
 
 
-def check_results_file(results_dir, results_name, section):
-    """Fail now, not after the evaluations, if the section cannot be written."""
-    md_path = os.path.join(results_dir, f"{results_name}.md")
-    if os.path.exists(md_path):
-        try:
-            bench.replace_section(bench.read_proc(md_path), section, "")
-        except ValueError as exc:
-            raise UsageError(f"{md_path}: {exc}") from None
-
-
 # ============================================================================ evaluation
 def user_subset(eval_data, config, k):
     """A loader of ``eval_data``'s class over ``k`` of the split's users, and what it holds.
@@ -464,7 +454,7 @@ def main(argv=None):
     results_dir = os.path.abspath(args.results_dir)
     try:
         plan = resolve(args)
-        check_results_file(results_dir, plan["results_name"], args.section)
+        bench.check_section_writable(os.path.join(results_dir, f"{plan['results_name']}.md"), args.section)  # fail before the evaluations
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -170,3 +170,15 @@ def run_benchmark_script(script, cwd, *args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def raw_sequences(data_path, name):
+    """Each user's items in RecBole's order (by timestamp, ties in file order), read from the atomic file."""
+    rows = {}
+    with open(os.path.join(data_path, name, f"{name}.inter"), encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        u, i, t = (header.index(c) for c in ("user_id:token", "item_id:token", "timestamp:float"))
+        for line in handle:
+            values = line.rstrip("\n").split("\t")
+            rows.setdefault(values[u], []).append((float(values[t]), values[i]))
+    return {user: [item for _, item in sorted(items, key=lambda pair: pair[0])] for user, items in rows.items()}

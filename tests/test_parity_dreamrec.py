@@ -3,21 +3,9 @@ format, the parsing of what their script prints, and the refusal of an incomplet
 
 import os
 
-from conftest import run_benchmark_script
+from conftest import raw_sequences, run_benchmark_script
 
 SEQ_SIZE = 10
-
-
-def raw_sequences(data_path, name):
-    """Each user's items in RecBole's order (by timestamp, ties in file order), read from the atomic file."""
-    rows = {}
-    with open(os.path.join(data_path, name, f"{name}.inter"), encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\n").split("\t")
-        u, i, t = (header.index(c) for c in ("user_id:token", "item_id:token", "timestamp:float"))
-        for line in handle:
-            values = line.rstrip("\n").split("\t")
-            rows.setdefault(values[u], []).append((float(values[t]), values[i]))
-    return {user: [item for _, item in sorted(items, key=lambda pair: pair[0])] for user, items in rows.items()}
 
 
 def expected_row(history, target, item_id, item_num):

@@ -185,7 +185,9 @@ OURS_FROM_README = {
 }
 # their README's Table 1 (assets/table1_overall_performance.jpg), ADARec on Beauty: full ranking, no @10
 PAPER_BEAUTY = {"hit@5": 0.0600, "ndcg@5": 0.0403, "hit@20": 0.1187, "ndcg@20": 0.0568}
-SIDES = ("authors", "ours")
+SIDES = parity.SIDES
+# what names this script's runs and sections (benchmarks/parity/common.py)
+NAME, USERS_OPTION = "adarec", "--users"
 SIDE_TITLES = {"authors": "authors' `src/main.py`", "ours": "our `ADARecReleased`"}
 TABLE_METRICS = parity.RANK_METRICS
 BROKEN_MAIN_LINE = 'help="trade_off for clustering loss (alpha in paper)"\n'
@@ -704,18 +706,6 @@ def side_settings(args, side, seed, code):
     return settings
 
 
-def run_path(results_dir, args, side, seed):
-    return parity.run_path(results_dir, "adarec", args, side, seed, args.users)
-
-
-def section_name(args):
-    return parity.section_name("adarec", args, args.users)
-
-
-def shown_command(args):
-    return parity.shown_command("benchmarks/parity/adarec.py", args, SIDES, "--users", args.users)
-
-
 # ============================================================================ table
 def epochs_cell(record):
     if record["side"] == "authors":
@@ -769,13 +759,7 @@ def data_lines(state):
 
 def render_section(state):
     view, records = state["view"], state["records"]
-    lines = [f"## {state['section']}", "", "Command (run from the repository root):", "", "    " + state["command"], ""]
-    done = [record for record in records.values() if record is not None]
-    machine = next((record["machine"] for record in done if record.get("machine")), state["machine"])
-    versions = machine["versions"]
-    finished = sorted(record["finished"] for record in done if record.get("finished"))
-    git = machine.get("git")
-    git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    lines, done = parity.section_head(state)
     yaml_file = bench.dataset_yaml(view["dataset"])
     yaml_text = f"`{yaml_file}`" if yaml_file else "RecBole's defaults"
     users = view["users"]
@@ -815,13 +799,7 @@ def render_section(state):
     if theirs:
         lines.append(f"- Their rule applied by this script to their model differs from their code's own test metrics by at most "
                      f"{own_rule_check(theirs):.4f} (ties at the zeroed history scores are the only expected difference).")
-    lines += [
-        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; Python {machine['python']}, "
-        f"torch {versions['torch']}, recbole {versions['recbole']}; {git_text}.",
-        f"- Runs finished: {finished[0] + ' to ' + finished[-1] if finished else 'none yet'}"
-        + ("" if state["finished"] else " (**incomplete: still running**)") + ".",
-        "",
-    ]
+    lines += parity.machine_lines(state, done)
     header = ["side", "seed", "evaluation", "users", *[bench.metric_title(k) for k in TABLE_METRICS], "epochs (best)", "train loss",
               "train s", "eval s", "total s", "status"]
     lines.append("| " + " | ".join(header) + " |")
@@ -876,7 +854,8 @@ def prepare_data(args, work_dir):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    stop, started = parity.start(argv, sys.modules[__name__])
+    this = sys.modules[__name__]
+    stop, started = parity.start(argv, this)
     if stop is not None:
         return stop
     args, results_dir, code, plan = started
@@ -896,7 +875,7 @@ def main(argv=None):
             return 2
     stored_comparison = next((parity.read_run(i["path"]).get("their_data") for i in plan if i["stored"] and i["side"] == "authors"), None)
     state = {
-        "section": section_name(args), "command": shown_command(args), "machine": bench.machine_info(),
+        "section": parity.section_name(this, args), "command": parity.shown_command(this, args), "machine": bench.machine_info(),
         "started": bench.now_utc(), "finished": None, "authors_code": code, "their_data": comparison or stored_comparison,
         "view": {"dataset": args.dataset, "epochs": args.epochs, "users": args.users, "threads": args.threads},
         "records": {(item["side"], item["seed"]): None for item in plan},

@@ -27,6 +27,7 @@ from benchmarks import worker  # noqa: E402
 UsageError = bench.UsageError
 RANK_METRICS = tuple(f"{name}@{k}" for name in ("hit", "ndcg") for k in (5, 10, 20))
 USERS_SEED = 0
+SIDES = ("authors", "ours")
 PAGE_HEADER = (
     "# Parity with the authors' code\n\n"
     "Written by the scripts in `benchmarks/parity/`: a model of this plugin next to its authors' own code, "
@@ -125,16 +126,6 @@ def read_run(path):
             return json.load(handle)
     except (OSError, ValueError):
         return None
-
-
-def check_page(results_dir, section):
-    """UsageError when ``results_dir/parity.md`` exists with markers that cannot take ``section``."""
-    page = os.path.join(results_dir, "parity.md")
-    if os.path.exists(page):
-        try:
-            bench.replace_section(bench.read_proc(page), section, "")
-        except ValueError as exc:
-            raise UsageError(f"{page}: {exc}") from None
 
 
 def write_section(section, body, results_dir):
@@ -275,28 +266,37 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
 
 
 # ============================================================================ names and commands
-def run_path(results_dir, model, args, side, seed, users):
-    """Where one (side, seed) run of ``model``'s comparison is stored; ``users``: the size of the
-    user sample (None: every user)."""
+# A parity script names itself by two constants: ``NAME`` (its file's name, which names its runs and
+# sections) and ``USERS_OPTION`` (its option for a sample of users, whose value names them too)
+def users_of(script, args):
+    """The script's user-sample size (None: every user)."""
+    return getattr(args, script.USERS_OPTION.lstrip("-"))
+
+
+def run_path(results_dir, script, args, side, seed):
+    """Where one (side, seed) run of the script's comparison is stored."""
+    users = users_of(script, args)
     label = "all" if users is None else f"{users}users"
-    return os.path.join(results_dir, "parity", f"{model}-{args.dataset}-{args.epochs}epochs-{label}-{side}-seed{seed}.json")
+    return os.path.join(results_dir, "parity", f"{script.NAME}-{args.dataset}-{args.epochs}epochs-{label}-{side}-seed{seed}.json")
 
 
-def section_name(model, args, users):
-    return f"{model}-{args.dataset}-{args.epochs}epochs" + (f"-{users}users" if users else "")
+def section_name(script, args):
+    users = users_of(script, args)
+    return f"{script.NAME}-{args.dataset}-{args.epochs}epochs" + (f"-{users}users" if users else "")
 
 
-def shown_command(script, args, sides, users_option, users):
+def shown_command(script, args):
     """The command as one would type it again: the authors' checkout as PATH, the data as DATA."""
-    parts = ["python", script]
+    parts = ["python", f"benchmarks/parity/{script.NAME}.py"]
     if "authors" in args.sides:
         parts.append("--authors_repo=PATH")
     if args.data_path:
         parts.append(f"--data_path={bench.shown_data_path(args.data_path)}")
     parts += [f"--dataset={args.dataset}", f"--epochs={args.epochs}", "--seeds", *map(str, args.seeds)]
+    users = users_of(script, args)
     if users:
-        parts.append(f"{users_option}={users}")
-    if list(args.sides) != list(sides):
+        parts.append(f"{script.USERS_OPTION}={users}")
+    if list(args.sides) != list(SIDES):
         parts += ["--sides", *args.sides]
     if args.threads != 1:
         parts.append(f"--threads={args.threads}")
@@ -307,8 +307,8 @@ def shown_command(script, args, sides, users_option, users):
 def start(argv, script):
     """What every parity script does first: run a worker's job (``--run_job FILE``), or parse and
     check the arguments, check the page's section, read the authors' code and plan the runs.
-    ``script`` is the script's module (its ``build_parser``, ``job_main``, ``check_args``,
-    ``section_name``, ``authors_code``, ``side_settings`` and ``run_path``). Returns
+    ``script`` is the script's module (its ``NAME``, ``USERS_OPTION``, ``build_parser``,
+    ``job_main``, ``check_args``, ``authors_code`` and ``side_settings``). Returns
     ``(exit code, None)`` to stop with, or ``(None, (args, results_dir, code, plan))``."""
     if argv[:1] == ["--run_job"]:
         return script.job_main(argv[1]), None
@@ -317,13 +317,13 @@ def start(argv, script):
     try:
         script.check_args(args)
         os.makedirs(os.path.join(results_dir, "parity"), exist_ok=True)
-        check_page(results_dir, script.section_name(args))
+        bench.check_section_writable(os.path.join(results_dir, "parity.md"), section_name(script, args))
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
     code = script.authors_code(args.authors_repo) if "authors" in args.sides else None
     plan = plan_runs(args, results_dir, lambda side, seed: script.side_settings(args, side, seed, code),
-                     lambda side, seed: script.run_path(results_dir, args, side, seed))
+                     lambda side, seed: run_path(results_dir, script, args, side, seed))
     return None, (args, results_dir, code, plan)
 
 
@@ -358,3 +358,27 @@ def check_common_args(args):
         raise UsageError("--seeds: a seed is given twice")
     if args.data_path is not None and not os.path.isdir(args.data_path):
         raise UsageError(f"--data_path {args.data_path}: not a folder")
+
+
+# ============================================================================ sections
+def section_head(state):
+    """A section's title and command, and the records of its runs stored so far."""
+    lines = [f"## {state['section']}", "", "Command (run from the repository root):", "", "    " + state["command"], ""]
+    return lines, [record for record in state["records"].values() if record is not None]
+
+
+def machine_lines(state, done, packages=("torch", "recbole")):
+    """The bullets of the machine, the versions of ``packages``, the commit and the dates of the
+    stored runs (a rerun may show runs stored before it), then a blank line."""
+    machine = next((record["machine"] for record in done if record.get("machine")), state["machine"])
+    versions = ", ".join(f"{name} {machine['versions'][name]}" for name in packages)
+    finished = sorted(record["finished"] for record in done if record.get("finished"))
+    git = machine.get("git")
+    git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    return [
+        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; Python {machine['python']}, "
+        f"{versions}; {git_text}.",
+        f"- Runs finished: {finished[0] + ' to ' + finished[-1] if finished else 'none yet'}"
+        + ("" if state["finished"] else " (**incomplete: still running**)") + ".",
+        "",
+    ]

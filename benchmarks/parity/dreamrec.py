@@ -123,7 +123,9 @@ SEQ_SIZE = 10  # the authors' seq_size, our MAX_ITEM_LIST_LENGTH
 AUTHORS_ARGS = ("--timesteps", "500", "--lr", "0.001", "--beta_sche", "exp", "--w", "2", "--optimizer", "adamw", "--diffuser_type", "mlp1")
 AUTHORS_EVAL_EVERY = 10  # their loop evaluates after every 10th epoch
 AUTHORS_EVAL_BATCH = 100  # their evaluate() scores whole batches of 100 users
-SIDES = ("authors", "ours")
+SIDES = parity.SIDES
+# what names this script's runs and sections (benchmarks/parity/common.py)
+NAME, USERS_OPTION = "dreamrec", "--eval_users"
 SIDE_TITLES = {"authors": "authors' `DreamRec.py`", "ours": "our `DreamRec`"}
 TABLE_METRICS = ("hit@10", "ndcg@10", "hit@20", "ndcg@20")
 EVAL_USERS_SEED = parity.USERS_SEED
@@ -464,18 +466,6 @@ def side_settings(args, side, seed, code):
     return settings
 
 
-def run_path(results_dir, args, side, seed):
-    return parity.run_path(results_dir, "dreamrec", args, side, seed, args.eval_users)
-
-
-def section_name(args):
-    return parity.section_name("dreamrec", args, args.eval_users)
-
-
-def shown_command(args):
-    return parity.shown_command("benchmarks/parity/dreamrec.py", args, SIDES, "--eval_users", args.eval_users)
-
-
 # ============================================================================ metrics and table
 def rank_metrics(test_rows, users=None):
     """HR and NDCG at 5, 10, 20 from the stored per-user ranks (of ``users`` tokens when given)."""
@@ -500,14 +490,7 @@ def table_rows(record):
 
 def render_section(state):
     args_view, records = state["view"], state["records"]
-    lines = [f"## {state['section']}", "", "Command (run from the repository root):", "", "    " + state["command"], ""]
-    done = [record for record in records.values() if record is not None]
-    # the machine and dates of the stored runs (a rerun may show runs stored before)
-    machine = next((record["machine"] for record in done if record.get("machine")), state["machine"])
-    versions = machine["versions"]
-    finished = sorted(record["finished"] for record in done if record.get("finished"))
-    git = machine.get("git")
-    git_text = "unknown commit" if not git else f"commit {git['commit']}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    lines, done = parity.section_head(state)
     users = args_view["eval_users"]
     yaml_file = bench.dataset_yaml(args_view["dataset"])
     yaml_text = f"`{yaml_file}`" if yaml_file else "RecBole's defaults"
@@ -537,13 +520,7 @@ def render_section(state):
         checkout = f"; the checkout is at commit {code['checkout_commit'][:7]}" if code.get("checkout_commit") else ""
         lines.append(f"- Authors' code: `DreamRec.py`, `Modules_ori.py`, `utility.py` are {same} commit {AUTHORS_COMMIT[:7]} "
                      f"(git blob ids in the JSON){checkout}; run with the adjustments in `benchmarks/parity/dreamrec.py`'s docstring.")
-    lines += [
-        f"- Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM; Python {machine['python']}, "
-        f"torch {versions['torch']}, recbole {versions['recbole']}, pandas {versions['pandas']}; {git_text}.",
-        f"- Runs finished: {finished[0] + ' to ' + finished[-1] if finished else 'none yet'}"
-        + ("" if state["finished"] else " (**incomplete: still running**)") + ".",
-        "",
-    ]
+    lines += parity.machine_lines(state, done, packages=("torch", "recbole", "pandas"))
     header = ["side", "seed", "evaluation", "users", *[bench.metric_title(k) for k in TABLE_METRICS], "train loss", "train s", "eval s", "total s", "status"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * (len(header) - 4) + ["---"]) + "|")
@@ -595,7 +572,8 @@ def prepare_data(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    stop, started = parity.start(argv, sys.modules[__name__])
+    this = sys.modules[__name__]
+    stop, started = parity.start(argv, this)
     if stop is not None:
         return stop
     args, results_dir, code, plan = started
@@ -612,7 +590,7 @@ def main(argv=None):
     temporary = args.work_dir is None
     work_dir = tempfile.mkdtemp(prefix="parity-dreamrec-") if temporary else os.path.abspath(args.work_dir)
     state = {
-        "section": section_name(args), "command": shown_command(args), "machine": bench.machine_info(),
+        "section": parity.section_name(this, args), "command": parity.shown_command(this, args), "machine": bench.machine_info(),
         "started": bench.now_utc(), "finished": None, "authors_code": code,
         "view": {"dataset": args.dataset, "epochs": args.epochs, "eval_users": args.eval_users, "threads": args.threads},
         "records": {(item["side"], item["seed"]): None for item in plan},
