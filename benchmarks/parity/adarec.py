@@ -791,11 +791,7 @@ def render_section(state):
     ]
     code = state.get("authors_code")
     if code:
-        same = "the files of" if code["files_of_pinned_commit"] else "**not** the files of"
-        checkout = f"; the checkout is at commit {code['checkout_commit'][:7]}" if code.get("checkout_commit") else ""
-        faiss_text = f"; faiss: {theirs['faiss']}" if theirs else ""
-        lines.append(f"- Authors' code: `{'`, `'.join(AUTHORS_FILES)}` are {same} commit {AUTHORS_COMMIT[:7]} (git blob ids in the JSON)"
-                     f"{checkout}; run with the adjustments in `benchmarks/parity/adarec.py`'s docstring{faiss_text}.")
+        lines.append(parity.authors_code_line(sys.modules[__name__], code, f"; faiss: {theirs['faiss']}" if theirs else ""))
     if theirs:
         lines.append(f"- Their rule applied by this script to their model differs from their code's own test metrics by at most "
                      f"{own_rule_check(theirs):.4f} (ties at the zeroed history scores are the only expected difference).")

@@ -382,3 +382,11 @@ def machine_lines(state, done, packages=("torch", "recbole")):
         + ("" if state["finished"] else " (**incomplete: still running**)") + ".",
         "",
     ]
+
+
+def authors_code_line(script, code, extra=""):
+    """The bullet naming the authors' files that ran and whether they are the pinned commit's."""
+    same = "the files of" if code["files_of_pinned_commit"] else "**not** the files of"
+    checkout = f"; the checkout is at commit {code['checkout_commit'][:7]}" if code.get("checkout_commit") else ""
+    return (f"- Authors' code: `{'`, `'.join(script.AUTHORS_FILES)}` are {same} commit {script.AUTHORS_COMMIT[:7]} "
+            f"(git blob ids in the JSON){checkout}; run with the adjustments in `benchmarks/parity/{script.NAME}.py`'s docstring{extra}.")

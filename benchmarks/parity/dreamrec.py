@@ -516,10 +516,7 @@ def render_section(state):
     ]
     code = state.get("authors_code")
     if code:
-        same = "the files of" if code["files_of_pinned_commit"] else "**not** the files of"
-        checkout = f"; the checkout is at commit {code['checkout_commit'][:7]}" if code.get("checkout_commit") else ""
-        lines.append(f"- Authors' code: `DreamRec.py`, `Modules_ori.py`, `utility.py` are {same} commit {AUTHORS_COMMIT[:7]} "
-                     f"(git blob ids in the JSON){checkout}; run with the adjustments in `benchmarks/parity/dreamrec.py`'s docstring.")
+        lines.append(parity.authors_code_line(sys.modules[__name__], code))
     lines += parity.machine_lines(state, done, packages=("torch", "recbole", "pandas"))
     header = ["side", "seed", "evaluation", "users", *[bench.metric_title(k) for k in TABLE_METRICS], "train loss", "train s", "eval s", "total s", "status"]
     lines.append("| " + " | ".join(header) + " |")
