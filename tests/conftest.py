@@ -54,8 +54,6 @@ def pytest_configure(config):
     for category, message, _ in KNOWN_WARNINGS:
         config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
     if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N: N test processes share the cores
-        import torch
-
         torch.set_num_threads(1)
 
 

@@ -55,7 +55,7 @@ def test_a_missing_reference_leaves_the_ratio_empty():
     assert records["DiffRec"]["epoch_ratio"] is None and records["DiffRec"]["meets_targets"] is False
 
 
-def test_the_page_says_why_a_target_is_missed(monkeypatch):
+def test_the_page_says_why_a_target_is_missed():
     records = {label: {**record(10.0, 4.0), "train_batches": 10, "flops_per_step": 1e9, "step_seconds": 1.0,
                        "train_batch_size": 256, "setup_seconds": 0.0, "peak_rss_mb": 100.0}
                for label in ("SASRec", "DiffRec", "AsarRec")}
