@@ -215,10 +215,13 @@ def slug(label):
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
 
 
-def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads=None, memory_limit_gb=None, keep_test_rows=False, measure=None):
+def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads=None, memory_limit_gb=None, keep_test_rows=False,
+              measure=None, resume_key=None):
     """Run one model in a worker process; return its record (never raises for a model failure).
     ``keep_test_rows``: the record also holds every test user's rank (worker.py's ``test_rows``);
-    ``measure``: time steps and an evaluation instead of a run (worker.py's ``measure_job``)."""
+    ``measure``: time steps and an evaluation instead of a run (worker.py's ``measure_job``);
+    ``resume_key``: the run saves its state every epoch and, started again with the same key and
+    ``work_dir``, resumes from its last epoch (worker.py's ``resume_key``)."""
     model_dir = os.path.join(work_dir, slug(entry["label"]))
     os.makedirs(model_dir, exist_ok=True)
     protocol_file = os.path.join(model_dir, "benchmark-defaults.yaml")
@@ -240,6 +243,7 @@ def run_model(entry, plan, dataset, work_dir, timeout, keep_checkpoints, threads
         "keep_test_rows": keep_test_rows,
         "threads": threads,
         "measure": measure,
+        "resume_key": resume_key,
         "memory_limit_bytes": int(memory_limit_gb * 1024 ** 3) if memory_limit_gb else None,
     }
     job_file = os.path.join(model_dir, "job.json")

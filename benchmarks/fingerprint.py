@@ -66,6 +66,9 @@ UNSEEN = {
     # the pseudo-sequence LightGCN's batch is larger than the synthetic data
     "i2VAE": ("psg_batch_size",),
 }
+# options of properties/overall.yaml that decide only which files a run writes, not what it computes:
+# left out of the hashed YAML, so adding one keeps every stored run
+OUTPUT_ONLY = ("save_last_checkpoint",)
 CROSS_DOMAIN = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp", "domain"]},
     "domain_field": "domain", "domain_names": {"0": "first", "1": "second"}, "long_tail_length": 3,
@@ -132,7 +135,7 @@ def fingerprint(model, dataset, settings, work_dir=None):
     }
     model_values = parsed_yaml(os.path.join("properties", "model", f"{model}.yaml")) or {}
     content["yaml"] = [
-        parsed_yaml(os.path.join("properties", "overall.yaml")),
+        {key: value for key, value in parsed_yaml(os.path.join("properties", "overall.yaml")).items() if key not in OUTPUT_ONLY},
         {key: value for key, value in model_values.items() if key in RUN or key in CROSS_DOMAIN or key in UNSEEN.get(model, ())},
         dataset_values,
     ]

@@ -862,6 +862,9 @@ def main(argv=None):
             record = bench.run_model(
                 job_entry, bench_plan, entry["dataset"], os.path.join(work_dir, f"seed{seed}"), args.timeout,
                 entry["label"] in KEEP_CHECKPOINT, args.threads, args.memory_limit_gb, keep_test_rows=True,
+                # a run stopped part-way (a timeout, a stop, the machine) goes on from its last epoch
+                # when run again with the same settings and code of the same behaviour fingerprint
+                resume_key=f"{fingerprint or code}/{key}/seed{seed}",
             )
             if bench._STOP["signal"] is not None:
                 print(f"stopped by {signal.Signals(bench._STOP['signal']).name}; this run is not stored", flush=True)

@@ -19,7 +19,12 @@ the valid split, test of the best checkpoint) and writes one JSON object:
 - ``torch_threads`` (``job["threads"]`` when given, else torch's default) and ``device``;
 - ``dataset_statistics``: users, items and interactions of the dataset after filtering;
 - with ``job["keep_test_rows"]``, ``test_rows``: every test user's rank of its target
-  (:func:`encode_rows`), which ``benchmarks/leaderboard.py`` pairs between models.
+  (:func:`encode_rows`), which ``benchmarks/leaderboard.py`` pairs between models;
+- with ``job["resume_key"]``, ``resumed_after_epochs``: the run writes its state after every
+  evaluated epoch (option ``save_last_checkpoint``) into its checkpoint folder, beside a note of
+  the key; a worker started again with the same key and folder (the run was killed, or a session
+  ended) resumes from that epoch instead of starting over (:func:`resumable_checkpoint`). The
+  times then cover the resumed part only; ``epochs_run`` and ``best_epoch`` count every epoch.
 
 With ``job["measure"]`` (``benchmarks/speed.py``) the worker trains nothing to the end: it times
 ``measure["train_steps"]`` training steps after ``measure["warmup_steps"]`` through the trainer's
@@ -31,6 +36,7 @@ Exit code 0 when the run succeeded, 1 otherwise; the result file is written eith
 """
 
 import base64
+import glob
 import json
 import os
 import resource
@@ -132,28 +138,62 @@ def decode_rows(stored):
     return keys, ranks
 
 
+RESUME_NOTE = "resume-key.txt"
+
+
+def resumable_checkpoint(checkpoint_dir, key):
+    """The last-epoch checkpoint (``*-last.pth``) an interrupted run of the same ``key`` left in
+    ``checkpoint_dir``, or None; a file left by a run of another key is removed. Notes ``key`` in
+    the folder for the run about to start."""
+    note = os.path.join(checkpoint_dir, RESUME_NOTE)
+    found = sorted(glob.glob(os.path.join(glob.escape(checkpoint_dir), "*-last.pth")), key=os.path.getmtime)
+    noted = None
+    if os.path.exists(note):
+        with open(note, encoding="utf-8") as handle:
+            noted = handle.read().strip()
+    keep = found[-1] if found and noted == key else None
+    for path in found:
+        if path != keep:
+            os.remove(path)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    with open(note, "w", encoding="utf-8") as handle:
+        handle.write(f"{key}\n")
+    return keep
+
+
 def run_job(job):
     import torch
 
+    from recbole_diffusion.errors import ConfigError
     from recbole_diffusion.quick_start import run
 
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
     rss_after_imports = peak_rss_mb()
+    config_dict, resume_file = job["config_dict"], None
+    if job.get("resume_key"):
+        config_dict = {**config_dict, "save_last_checkpoint": True}
+        resume_file = resumable_checkpoint(config_dict["checkpoint_dir"], job["resume_key"])
+        if resume_file:
+            print(f"resuming from {resume_file}", flush=True)
     start = time.perf_counter()
     cpu_start = time.process_time()
-    result = run(
-        model=job["model"],
-        dataset=job["dataset"],
-        config_file_list=job["config_file_list"],
-        config_dict=job["config_dict"],
-        saved=True,
-        verbose=True,
-        return_trainer=True,
-    )
+    arguments = dict(model=job["model"], dataset=job["dataset"], config_file_list=job["config_file_list"],
+                     config_dict=config_dict, saved=True, verbose=True, return_trainer=True)
+    try:
+        result = run(**arguments, resume_file=resume_file)
+    except ConfigError as exc:  # the stored run's options are not this job's: start over
+        if resume_file is None or not str(exc).startswith("--checkpoint:"):
+            raise
+        print(f"not resuming ({exc}); starting over", flush=True)
+        os.remove(resume_file)
+        result = run(**arguments)
     run_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
     trainer = result.pop("trainer")
+    if os.path.exists(trainer.last_model_file):  # the run is over: nothing left to resume
+        os.remove(trainer.last_model_file)
+    epochs_before = int(trainer.start_epoch)
     config = trainer.config
     epoch_seconds = list(result["epoch_seconds"])
     eval_seconds = list(result["eval_seconds"])
@@ -175,9 +215,10 @@ def run_job(job):
         "best_valid_result": plain(result["best_valid_result"]),
         "best_valid_score": plain(result["best_valid_score"]),
         "valid_metric": config["valid_metric"],
-        "epochs_run": len(epoch_seconds),
+        "epochs_run": epochs_before + len(epoch_seconds),
         "eval_step": eval_step,
-        "best_epoch": best_epoch(len(epoch_seconds), eval_step, trainer.cur_step),
+        "best_epoch": best_epoch(epochs_before + len(epoch_seconds), eval_step, trainer.cur_step),
+        **({"resumed_after_epochs": epochs_before} if epochs_before else {}),
         "epoch_seconds": epoch_seconds,
         "valid_eval_seconds": valid_eval_seconds,
         "test_eval_seconds": test_eval_seconds,

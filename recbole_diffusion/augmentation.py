@@ -291,27 +291,51 @@ def budgeted_assignment(soft, lengths, budget, threshold):
     used = torch.zeros(batch, n_options, dtype=torch.bool, device=device)
     used.scatter_(1, identity, True)
     used[:, nothing] = False
-    edited = torch.zeros(batch, n_rows, dtype=torch.bool, device=device)
-    n_edits = torch.zeros(batch, dtype=torch.long, device=device)
-    rows = torch.arange(batch, device=device)
-    # only the 4·budget most valuable proposals are considered (the loop is the hot spot)
-    n_proposed = is_edit.sum(dim=1).minimum(4 * budget)
-    for step in range(int(n_proposed.max()) if batch else 0):
-        if ((n_edits >= budget) | (step >= n_proposed)).all():
+    state = {
+        "sources": sources, "used": used, "edited": torch.zeros(batch, n_rows, dtype=torch.bool, device=device),
+        "n_edits": torch.zeros(batch, dtype=torch.long, device=device), "order": order, "best": best, "worth": worth,
+        "budget": budget, "seq_width": seq_width, "nothing": nothing,
+        # only the 4·budget most valuable proposals are considered (the loop is the hot spot)
+        "n_proposed": is_edit.sum(dim=1).minimum(4 * budget),
+    }
+    # one result, two ways to reach it: on the CPU only the rows that change are written (fastest
+    # there); elsewhere every row is written each step, so the host waits for the device only every
+    # few steps instead of several times a step (tests/test_asarrec.py checks they agree)
+    accept = _accept_edits if device.type == "cpu" else _accept_edits_without_host_waits
+    accept(state)
+    return state["sources"], state["n_edits"]
+
+
+def _step_proposals(state, step, rows):
+    """This step's proposal of every sequence: its row, option, whether it is still open, and
+    whether it is taken as it is (``take``) or as a swap with the row holding the slot (``swap``)."""
+    sources, used, edited, n_edits = state["sources"], state["used"], state["edited"], state["n_edits"]
+    seq_width, nothing, budget, n_rows = state["seq_width"], state["nothing"], state["budget"], sources.size(1)
+    row = state["order"][:, step]
+    option = state["best"][rows, row]
+    live = torch.isfinite(state["worth"][rows, row]) & ~edited[rows, row] & (n_edits < budget)
+    is_nothing = option == nothing
+    free = is_nothing | ~used[rows, option]
+    # a taken item slot: swap with its row if that row is unedited and two edits remain
+    partner = (2 * option + 1).clamp(max=n_rows - 1)
+    swap = live & ~free & (option < seq_width) & (row % 2 == 1) & ~edited[rows, partner] & (n_edits + 2 <= budget)
+    own = torch.where(row % 2 == 1, row // 2, nothing)  # the slot the row gives up
+    return row, option, is_nothing, partner, own, live & free, swap
+
+
+def _all_done(state, step):
+    return ((state["n_edits"] >= state["budget"]) | (step >= state["n_proposed"])).all()
+
+
+def _accept_edits(state):
+    """The greedy acceptance, writing only the rows that change (one host read per step)."""
+    sources, used, edited, n_edits, nothing = state["sources"], state["used"], state["edited"], state["n_edits"], state["nothing"]
+    batch = sources.size(0)
+    rows = torch.arange(batch, device=sources.device)
+    for step in range(int(state["n_proposed"].max()) if batch else 0):
+        if _all_done(state, step):
             break
-        row = order[:, step]
-        option = best[rows, row]
-        live = torch.isfinite(worth[rows, row]) & ~edited[rows, row] & (n_edits < budget)
-        is_nothing = option == nothing
-        free = is_nothing | ~used[rows, option]
-        # a taken item slot: swap with its row if that row is unedited and two edits remain
-        partner = (2 * option + 1).clamp(max=n_rows - 1)
-        swap = (
-            live & ~free & (option < seq_width) & (row % 2 == 1)
-            & ~edited[rows, partner] & (n_edits + 2 <= budget)
-        )
-        take = live & free
-        own = torch.where(row % 2 == 1, row // 2, nothing)  # the slot the row gives up
+        row, option, is_nothing, partner, own, take, swap = _step_proposals(state, step, rows)
         # single edit: the row's own slot (if any) is freed, the chosen one is taken
         used[rows[take], own[take]] = False
         used[rows[take], option[take]] = ~is_nothing[take]
@@ -324,4 +348,28 @@ def budgeted_assignment(soft, lengths, budget, threshold):
         edited[rows[swap], row[swap]] = True
         edited[rows[swap], partner[swap]] = True
         n_edits += take.long() + 2 * swap.long()
-    return sources, n_edits
+
+
+def _accept_edits_without_host_waits(state, check_every=8):
+    """The same acceptance as :func:`_accept_edits`, every row written each step (unchanged rows
+    with their own values). Once every sequence is done nothing more is accepted, so reading that
+    on the host only every ``check_every`` steps gives the same result."""
+    sources, used, edited, n_edits, nothing = state["sources"], state["used"], state["edited"], state["n_edits"], state["nothing"]
+    batch = sources.size(0)
+    rows = torch.arange(batch, device=sources.device)
+    finished = torch.zeros((), dtype=torch.bool, device=sources.device)
+    for step in range(int(state["n_proposed"].max()) if batch else 0):
+        finished |= _all_done(state, step)
+        if step % check_every == check_every - 1 and bool(finished):
+            break
+        row, option, is_nothing, partner, own, take, swap = _step_proposals(state, step, rows)
+        take, swap = take & ~finished, swap & ~finished
+        used[rows, own] = used[rows, own] & ~take
+        used[rows, option] = torch.where(take, ~is_nothing, used[rows, option])
+        used[:, nothing] = False
+        chosen = torch.where(is_nothing, EMPTY, option)
+        sources[rows, row] = torch.where(take, chosen, torch.where(swap, option, sources[rows, row]))
+        sources[rows, partner] = torch.where(swap, own, sources[rows, partner])
+        edited[rows, row] = edited[rows, row] | take | swap
+        edited[rows, partner] = edited[rows, partner] | swap
+        n_edits += take.long() + 2 * swap.long()

@@ -206,6 +206,7 @@ class Config(RecBoleConfig):
             "train_noise_ratio": train_noise_ratio(self),
             "cross_domain": cross_domain_options(self),
         }
+        OptionChecks(self).boolean("save_last_checkpoint")
         if self.plugin_options["sparse_users"] and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
         check = getattr(self.model_class, "check_config", None)

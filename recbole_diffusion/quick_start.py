@@ -176,7 +176,7 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
 # the launch, and ``epochs`` (a larger budget continues the run)
 RESUME_MAY_CHANGE = frozenset({
     "model", "dataset", "data_path", "epochs", "checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu",
-    "log_wandb", "wandb_project", *LAUNCH_KEYS,
+    "log_wandb", "wandb_project", "save_last_checkpoint", *LAUNCH_KEYS,
 })
 
 

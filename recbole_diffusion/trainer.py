@@ -11,6 +11,7 @@ plain one used by this plugin's models. A model that needs its own loop gets a
 ``<Model>Trainer`` here.
 """
 
+import inspect
 import json
 import os
 import random
@@ -23,6 +24,7 @@ from recbole.utils import set_color
 
 from recbole_diffusion.compat import load_checkpoint
 from recbole_diffusion.distributed import all_gather_objects, barrier, broadcast_object, is_distributed, rank_and_world
+from recbole_diffusion.errors import ConfigError
 from recbole_diffusion.files import atomic_path
 from recbole_diffusion.evaluation import (
     CrossDomainCollector,
@@ -122,6 +124,10 @@ class SafeCheckpointMixin:
         super().__init__(config, model)
         # under torch.distributed every rank reads the checkpoint rank 0 writes: one name for all
         self.saved_model_file = broadcast_object(self.saved_model_file)
+        # option save_last_checkpoint: the state after every evaluated epoch, beside the best one
+        self.save_last_checkpoint = bool(config["save_last_checkpoint"])
+        root, extension = os.path.splitext(self.saved_model_file)
+        self.last_model_file = f"{root}-last{extension}"
         self.epoch_seconds, self.eval_seconds = [], []
         self.last_eval_rows = None
         # what a checkpoint records beyond RecBole's (see _checkpoint_state) and what a resume restores
@@ -139,6 +145,8 @@ class SafeCheckpointMixin:
     def fit(self, train_data, valid_data=None, *args, **kwargs):
         # a resumed run draws the random numbers the interrupted one would have drawn next
         self._train_data = train_data
+        if self.save_last_checkpoint and kwargs.get("saved", True):
+            kwargs["callback_fn"] = self._last_checkpoint_callback(kwargs.get("callback_fn"))
         if self._resumed_random_state is not None:
             rank, world = rank_and_world()
             process_state = None
@@ -148,6 +156,20 @@ class SafeCheckpointMixin:
             restore_random_state(self._resumed_random_state, train_data, process_state)
             self._resumed_random_state = self._resumed_rank_states = None
         return super().fit(train_data, valid_data, *args, **kwargs)
+
+    def _last_checkpoint_callback(self, callback_fn):
+        """``callback_fn`` followed by writing the last-epoch checkpoint: RecBole's trainer calls it
+        after every evaluated epoch, once the best score, the patience count and the best
+        checkpoint are up to date."""
+        if "callback_fn" not in inspect.signature(super().fit).parameters:
+            raise ConfigError(f"save_last_checkpoint: {type(self).__name__}'s training loop has no per-epoch hook")
+
+        def callback(epoch_idx, valid_score):
+            if callback_fn is not None:
+                callback_fn(epoch_idx, valid_score)
+            self._save_checkpoint(epoch_idx, verbose=False, saved_model_file=self.last_model_file, last=True)
+
+        return callback
 
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
@@ -160,15 +182,18 @@ class SafeCheckpointMixin:
         self.epoch_seconds.append(perf_counter() - start)
         return loss
 
-    def _checkpoint_state(self, epoch):
+    def _checkpoint_state(self, epoch, last=False):
+        # RecBole saves the best checkpoint before it records the new best result: the result of the
+        # valid epoch just run; the last-epoch checkpoint is written after it is recorded
+        best_result = self.best_valid_result if last else self._last_valid_result
         return {
             "format": CHECKPOINT_FORMAT,
             "config": config_to_json(self.config),
             "epoch": int(epoch),
             "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
-            # RecBole saves before it records the new best result: the result of the valid epoch just run
-            "best_valid_result": json.dumps({k: float(v) for k, v in (self._last_valid_result or {}).items()}),
+            "best_valid_result": json.dumps({k: float(v) for k, v in (best_result or {}).items()}),
+            **({"best_model_file": self.saved_model_file} if last else {}),
             "random_state": random_state(self._train_data),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
@@ -182,7 +207,7 @@ class SafeCheckpointMixin:
         if rank_and_world()[0] != 0:  # the global rank: a second machine's first process writes nothing
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = self._checkpoint_state(epoch)
+        state = self._checkpoint_state(epoch, last=kwargs.pop("last", False))
         if rank_states is not None:
             state["rank_random_states"] = rank_states
         atomic_torch_save(state, saved_model_file)
@@ -200,6 +225,8 @@ class SafeCheckpointMixin:
         # weights and the optimizer's state on the model's device
         checkpoint = load_checkpoint(resume_file, map_location="cpu")
         self.saved_model_file = resume_file
+        if checkpoint.get("best_model_file"):  # a last-epoch checkpoint: new bests go to the run's best file
+            self.saved_model_file, self.last_model_file = checkpoint["best_model_file"], resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]

@@ -194,6 +194,36 @@ def test_edits_follow_the_soft_matrix():
     assert limited.item() == 1
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_the_gpu_acceptance_loop_gives_the_cpu_loops_result(seed, monkeypatch):
+    """Off the CPU the greedy acceptance writes every row each step and reads the host only every
+    few steps; run here on the CPU, both loops give the same sources and edit counts."""
+    generator = torch.Generator().manual_seed(100 + seed)
+    batch, width = (1, 48, 64)[seed % 3], (3, 10, 25)[seed % 3]
+    soft, lengths, _ = learned_case(batch=batch, width=width, seed=seed, scale=(1.0, 3.0, 8.0)[seed % 3])
+    budget = aug.perturbation_budget(lengths, (0.1, 0.3, 0.6, 1.0)[seed % 4])
+    budget = torch.where(torch.rand(batch, generator=generator) < 0.2, torch.zeros_like(budget), budget)
+    threshold = (0.0, 0.05, 0.3)[seed % 3]
+    cpu = aug.budgeted_assignment(soft, lengths, budget, threshold)
+    monkeypatch.setattr(aug, "_accept_edits", aug._accept_edits_without_host_waits)
+    other = aug.budgeted_assignment(soft, lengths, budget, threshold)
+    assert torch.equal(cpu[0], other[0]) and torch.equal(cpu[1], other[1])
+    assert (cpu[1] > 0).any() or seed % 3 == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_gpu_acceptance_loop_accepts_nothing_once_every_sequence_is_done(seed, monkeypatch):
+    """Budgets of one edit and strong preferences for taken slots: every sequence is done well
+    before the last proposal, between two of the GPU loop's host reads."""
+    soft, lengths, _ = learned_case(batch=16, width=20, n_candidates=1, seed=seed, scale=8.0)
+    budget = torch.ones(16, dtype=torch.long)
+    budget[0] = 2
+    cpu = aug.budgeted_assignment(soft, lengths, budget, 0.0)
+    monkeypatch.setattr(aug, "_accept_edits", aug._accept_edits_without_host_waits)
+    other = aug.budgeted_assignment(soft, lengths, budget, 0.0)
+    assert torch.equal(cpu[0], other[0]) and torch.equal(cpu[1], other[1])
+
+
 # ----------------------------------------------------------------------------- the model
 def build(tiny_data, **overrides):
     from recbole_diffusion.config import Config

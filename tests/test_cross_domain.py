@@ -151,10 +151,13 @@ def test_per_domain_file_has_the_same_samples_and_groups(tmp_path, in_tmp_dir):
 
 
 # ----------------------------------------------------------------------------- candidates
-def test_evaluation_ranks_only_the_target_domains_items(two_domain, in_tmp_dir):
-    config, dataset, _, _, test = prepare(two_domain)
+def test_evaluation_ranks_only_the_target_domains_items(two_domain, in_tmp_dir, device):
+    """On every device present: the mask is built there from the batch's target domains."""
+    config, dataset, _, _, test = prepare(two_domain, gpu_id="0" if device == "cuda" else "")
     cloth_ids = {dataset.token2id("item_id", str(i)) for i in CLOTH}
     for interaction, hidden, _, positive_i in test:
+        assert hidden.device.type == device
+        hidden = hidden.cpu()
         for row in range(len(interaction)):
             shown = set(torch.nonzero(~hidden[row]).squeeze(1).tolist())
             assert shown == (cloth_ids if int(interaction["target_domain"][row]) == 0 else set(range(1, dataset.item_num)) - cloth_ids)

@@ -318,3 +318,19 @@ def test_fitting_the_pseudo_items_leaves_every_gpu_stream_alone(two_domain, monk
     model.fit_pseudo_sequences()
     assert reseeded == []
     assert torch.equal(torch.get_rng_state(), before)  # the CPU stream is given back as it was
+
+
+def test_under_distributed_only_the_first_process_fits_the_pseudo_items(two_domain, monkeypatch):
+    """Every other rank receives rank 0's items instead of fitting the same ones again on the CPU."""
+    from recbole_diffusion.model.sequential_recommender import i2vae as module
+    from recbole_diffusion.quick_start import build_model
+
+    config, dataset, train, valid, test = prepare(two_domain, model="i2VAE", **FAST)
+    model = build_model(config, train)
+    sent = torch.randint(1, model.n_items, model.pseudo_items.shape)
+    fits = []
+    monkeypatch.setattr(module, "rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(module, "broadcast_object", lambda value: sent)
+    monkeypatch.setattr(module, "fit_pseudo_items", lambda *args: fits.append(args))
+    model.fit_pseudo_sequences()
+    assert fits == [] and torch.equal(model.pseudo_items, sent) and bool(model.pseudo_items_fitted)

@@ -39,6 +39,25 @@ def test_resumed_run_ends_where_the_uninterrupted_one_does(tiny_data, in_tmp_dir
     assert len(resumed["epoch_seconds"]) < EPOCHS  # it did resume, not start over
 
 
+@pytest.mark.parametrize("model, overrides", CASES[:2])
+def test_a_run_resumed_from_its_last_epoch_continues_it(tiny_data, in_tmp_dir, model, overrides):
+    """``save_last_checkpoint``: the state after every evaluated epoch in ``<checkpoint>-last.pth``;
+    resumed from it, the run goes on from that epoch (no epoch replayed), still keeps and tests its
+    best checkpoint, and ends as the uninterrupted run (which wrote no such file) does."""
+    import os
+
+    config = tiny_config(tiny_data, model=model, eval_step=1, stopping_step=10, seed=5, **overrides)
+    whole = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "whole"})
+    killed = one_thread_run(config_dict={**config, "epochs": KILLED_AFTER, "checkpoint_dir": "killed", "save_last_checkpoint": True})
+    last = killed["saved_model_file"].replace(".pth", "-last.pth")
+    assert os.listdir("whole") == [os.path.basename(whole["saved_model_file"])] and os.path.isfile(last)
+    resumed = one_thread_run(config_dict={**config, "epochs": EPOCHS, "checkpoint_dir": "killed", "save_last_checkpoint": True}, resume_file=last)
+    assert len(resumed["epoch_seconds"]) == EPOCHS - KILLED_AFTER
+    assert resumed["saved_model_file"] == killed["saved_model_file"]
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["test_result"] == whole["test_result"]
+
+
 def test_a_resume_without_the_random_streams_differs(tiny_data, in_tmp_dir, monkeypatch):
     """The check can fail: the same resume with the random streams left as the fresh process has
     them ends elsewhere."""

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY_USERS, run_benchmark_script, train_saved
+from conftest import DEVICES, REPO, TINY_USERS, run_benchmark_script, tiny_config, train_saved
 
 SCRIPT = os.path.join(REPO, "benchmarks", "step_loss.py")
 sys.path.insert(0, os.path.dirname(SCRIPT))
@@ -17,10 +17,12 @@ import step_loss  # noqa: E402
 N = 20
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    """A tiny DiffRec trained one epoch (N = 20 steps), saved."""
-    return train_saved("DiffRec", tiny_data, tmp_path_factory.mktemp("trained"), n_diffusion_steps=N, n_sample_draws=2)
+@pytest.fixture(scope="module", params=DEVICES)
+def trained(request, tiny_data, tmp_path_factory):
+    """A tiny DiffRec trained one epoch (N = 20 steps) on each device present, saved: the script
+    reads it on the device it was trained on."""
+    return train_saved("DiffRec", tiny_data, tmp_path_factory.mktemp("trained"),
+                       make_config=lambda data, **o: tiny_config(data, device=request.param, **o), n_diffusion_steps=N, n_sample_draws=2)
 
 
 def run_script(tmp_path, *args):

@@ -79,9 +79,16 @@ def check_sampling_options(checks, n_steps):
 def _randn(shape, generator, device, dtype):
     # Draw on the generator's own device, then move: a CPU generator then gives the same numbers
     # whether the model runs on CPU or GPU, which keeps seeded evaluation comparable.
+    # From a CPU generator to a GPU the draw goes through page-locked memory and is copied without
+    # the host waiting for it: the reverse chain draws once per step, and the next step's draw then
+    # overlaps the GPU's work on this one.
     if generator is None:
         return torch.randn(shape, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    device = torch.device(device)
+    if noise.device.type == "cpu" and device.type == "cuda":
+        return noise.pin_memory().to(device, non_blocking=True)
+    return noise.to(device)
 
 
 class GaussianDiffusion(nn.Module):

@@ -24,6 +24,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.data.cross_domain import TARGET_DOMAIN, domain_list_fields
+from recbole_diffusion.distributed import broadcast_object, rank_and_world
 from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize, sasrec_input
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -244,16 +245,21 @@ class i2VAE(SequentialRecommender):
         """Fit the pseudo-sequence generator on the training interactions and keep each user's
         pseudo-items. Its random draws come from its own seeded streams (a generator for the BPR
         batches, a forked global stream for LightGCN's initialisation), so the rest of training
-        draws the same numbers whether or not it ran; a restored checkpoint has the items already."""
-        config, train_interactions, seed = self._psg_inputs
-        generator = torch.Generator().manual_seed(seed)
-        # the CPU stream only: torch.manual_seed would also reseed every GPU's stream (and fork_rng with
-        # devices=[] restores none of them), giving every rank of a multi-GPU run the same GPU stream
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            pseudo = fit_pseudo_items(
-                config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings, generator,
-            )
+        draws the same numbers whether or not it ran; a restored checkpoint has the items already.
+        Under torch.distributed the first process fits and sends the items to the others (each rank
+        would otherwise fit the same items from the same seed, all of them on the CPU at once)."""
+        pseudo = None
+        if rank_and_world()[0] == 0:
+            config, train_interactions, seed = self._psg_inputs
+            generator = torch.Generator().manual_seed(seed)
+            # the CPU stream only: torch.manual_seed would also reseed every GPU's stream (and fork_rng with
+            # devices=[] restores none of them), giving every rank of a multi-GPU run the same GPU stream
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                pseudo = fit_pseudo_items(
+                    config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings, generator,
+                )
+        pseudo = broadcast_object(pseudo)
         self.pseudo_items.copy_(pseudo.to(self.pseudo_items.device))
         self.pseudo_items_fitted.fill_(True)
 

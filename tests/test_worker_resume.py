@@ -1,0 +1,47 @@
+"""benchmarks/worker.py with a resume key: a run stopped part-way (a timeout, a stop, the end of a
+session) goes on from its last evaluated epoch when its job is started again, and ends as the run
+that was never stopped does; the state of a run of another key is never resumed."""
+
+import glob
+import os
+
+from benchmarks import worker
+from conftest import tiny_config
+
+
+def job(tiny_data, folder, epochs, key):
+    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=10, seed=5)
+    return {
+        "model": "SASRec", "dataset": tiny_data[1], "config_file_list": [], "threads": 1, "resume_key": key,
+        "config_dict": {**config, "epochs": epochs, "checkpoint_dir": str(folder)},
+    }
+
+
+def stopped_run(tiny_data, folder, epochs, key):
+    """What a worker with ``key`` does up to its ``epochs``-th epoch, without its clean-up at the end
+    (a worker killed there leaves the same files)."""
+    from recbole_diffusion.quick_start import run
+
+    started = job(tiny_data, folder, epochs, key)
+    assert worker.resumable_checkpoint(str(folder), key) is None
+    run(model="SASRec", dataset=tiny_data[1], config_dict={**started["config_dict"], "save_last_checkpoint": True}, verbose=False)
+    left = glob.glob(os.path.join(folder, "*-last.pth"))
+    assert len(left) == 1
+    return left[0]
+
+
+def test_a_stopped_run_resumes_from_its_last_epoch_and_ends_as_the_whole_run(tiny_data, in_tmp_dir):
+    whole = worker.run_job(job(tiny_data, in_tmp_dir / "whole", 4, None))
+    stopped_run(tiny_data, in_tmp_dir / "stopped", 2, "key-1")
+    resumed = worker.run_job(job(tiny_data, in_tmp_dir / "stopped", 4, "key-1"))
+    assert resumed["resumed_after_epochs"] == 2 and len(resumed["epoch_seconds"]) == 2
+    assert resumed["epochs_run"] == whole["epochs_run"] == 4 and resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["test_result"] == whole["test_result"]
+    assert glob.glob(str(in_tmp_dir / "stopped" / "*-last.pth")) == []  # finished: nothing left to resume
+
+
+def test_the_state_of_a_run_of_another_key_is_removed_not_resumed(tiny_data, in_tmp_dir):
+    stale = stopped_run(tiny_data, in_tmp_dir / "runs", 2, "old-code")
+    fresh = worker.run_job(job(tiny_data, in_tmp_dir / "runs", 3, "new-code"))
+    assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
+    assert not os.path.exists(stale)
