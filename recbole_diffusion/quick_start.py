@@ -144,6 +144,9 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
     digests = distributed.all_gather_objects(distributed.state_digest(trainer.model))
     for report, digest in zip(ranks, digests):
         report["state_digest"] = digest
+    if config["device"].type == "cuda":  # the seed of this rank's GPU stream after training (nothing reseeded it)
+        for report, seed in zip(ranks, distributed.all_gather_objects(torch.cuda.initial_seed())):
+            report["cuda_seed"] = seed
     if len(ranks) > 1:
         if len(set(digests)) == 1:
             logger.info(f"model state after training: the same on all {len(ranks)} ranks (digest {digests[0]})")

@@ -120,6 +120,7 @@ def test_two_gpus_train_and_evaluate_as_one(model, tiny_data, two_domain, tmp_pa
     assert sorted(r["device"] for r in ranks) == ["cuda:0", "cuda:1"]
     assert ranks[0]["state_digest"] == ranks[1]["state_digest"]
     assert ranks[0]["torch_seed"] != ranks[1]["torch_seed"]
+    assert ranks[0]["cuda_seed"] != ranks[1]["cuda_seed"]  # each GPU's own dropout and noise after training
     assert evaluate_in_one_process(result["saved_model_file"], tmp_path.parent / f"{tmp_path.name}-eval") == dict(result["test_result"])
     assert children_of_this_process() == []
 
