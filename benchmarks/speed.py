@@ -150,10 +150,12 @@ WHY = {
         "at every position: its counted work per epoch is {flop:.2f}x SASRec's.",
     },
     "ADARecReleased": {
-        "epoch": "the released code trains two independent experts, each with its own item table, encoder, intent "
-        "prototypes and optimizer: its counted work per epoch is {flop:.2f}x SASRec's, but each step updates twice "
-        "the parameters and runs twice the small operations (the profile's `mul`, `add_` and `sqrt`, mostly the "
-        "two optimizers and the dropout masks).",
+        "epoch": "the released code trains two independent experts, each with its own item table, encoder and intent "
+        "prototypes: its counted work per epoch is {flop:.2f}x SASRec's; the rest is table-sized work the flop counter "
+        "does not count: each expert's item table takes a dense gradient from its lookup and from each of its two "
+        "full-softmax losses (the clean and the noised batch), each zeroed over the whole table (the profile's "
+        "`fill_`), and Adam updates two item tables (`sqrt`, `div`). Merging those into fewer table-sized operations "
+        "would sum the gradients in another order: not the same numbers.",
     },
     "i2VAE": {
         "eval": "scoring a user encodes both domains' histories and the history with its pseudo-items (three "
