@@ -55,7 +55,9 @@ def run_variant(name, settings, seeds, data_path):
     """The leaderboard's command for DiffRec with ``settings``, stored under the variant's folder."""
     command = [sys.executable, os.path.join(REPO, "benchmarks", "leaderboard.py"), f"--dataset={DATASET}",
                f"--data_path={data_path}", "--models", "DiffRec", "--model_args", f"DiffRec:{settings}",
-               "--results_dir", os.path.join(ABLATION_DIR, name), "--seeds", *map(str, seeds)]
+               "--results_dir", os.path.join(ABLATION_DIR, name), "--seeds", *map(str, seeds),
+               # the best checkpoint stays in the work dir, for benchmarks/step_loss.py and sampling_steps.py
+               "--keep_checkpoints"]
     return subprocess.run(command, cwd=REPO).returncode
 
 

@@ -130,6 +130,8 @@ def build_parser():
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a run that takes longer (stored as failed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--memory_limit_gb", type=float, default=None, help="cap each worker's address space")
+    parser.add_argument("--keep_checkpoints", action="store_true",
+                        help="keep every run's best checkpoint in the work dir (default: only those other runs start from)")
     return parser
 
 
@@ -861,7 +863,7 @@ def main(argv=None):
             }
             record = bench.run_model(
                 job_entry, bench_plan, entry["dataset"], os.path.join(work_dir, f"seed{seed}"), args.timeout,
-                entry["label"] in KEEP_CHECKPOINT, args.threads, args.memory_limit_gb, keep_test_rows=True,
+                args.keep_checkpoints or entry["label"] in KEEP_CHECKPOINT, args.threads, args.memory_limit_gb, keep_test_rows=True,
                 # a run stopped part-way (a timeout, a stop, the machine) goes on from its last epoch
                 # when run again with the same settings and code of the same behaviour fingerprint
                 resume_key=f"{fingerprint or code}/{key}/seed{seed}",
