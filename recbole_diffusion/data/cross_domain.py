@@ -145,6 +145,11 @@ def row_split_option(config, single):
         raise ConfigError(
             "row_split domain_id is for a per-domain file (dataset_domain); a two-domain file takes the rows of both domains"
         )
+    if config["sparse_users"]:
+        raise ConfigError(
+            "sparse_users: its groups are users with few training interactions, which a row (one training sample per "
+            "row) does not count; under row_split use the cold-start and long-tailed groups, or set sparse_users to ~"
+        )
     if config["train_noise_ratio"]:
         raise ConfigError(
             "train_noise_ratio: noise is injected into the interaction file's training part, which the row protocol "
