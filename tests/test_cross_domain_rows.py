@@ -154,23 +154,27 @@ def test_a_per_domain_file_gets_the_rows_of_its_domain(rows_data, in_tmp_dir):
 
 
 def test_the_generator_sees_no_valid_or_test_target(rows_data, in_tmp_dir):
-    """dataset.train_interactions (what i2VAE's LightGCN is fitted on): every item of the training
-    rows, less the valid and test targets, also where the authors' data carries one as the other
-    domain's context of the same user's training row."""
+    """dataset.train_interactions (what i2VAE's LightGCN is fitted on): every row's inputs (what its
+    prediction reads) and the training rows' targets, less the valid and test targets, also where
+    the authors' data carries one as the other domain's context of the same user's training row."""
     _, dataset, *_ = prepared = prepare_rows(rows_data)
     parts = split_samples(prepared)
     users, items, domains = dataset.train_interactions
     seen = {(int(dataset.id2token("user_id", u)), int(d), int(dataset.id2token("item_id", i))) for u, i, d in zip(users, items, domains)}
     held_out = {(user, d, s[0]) for part in ("valid", "test") for (user, d), s in parts[part].items()}
     assert not seen & held_out
-    train_rows = {(row["user"], row["domain_id"]): row for row in make_rows()[0]}
     expected = set()
-    for (user, domain) in parts["train"]:
-        row = train_rows[(user, domain)]
-        for d in range(2):
-            expected |= {(user, d, item) for item in row[f"seq_d{d + 1}"]}
+    train_rows, test_rows = make_rows()
+    for row in train_rows + test_rows:  # the untruncated lists
+        user, domain = row["user"], row["domain_id"]
+        target, own, other = expected_sample(row)
+        expected |= {(user, domain, item) for item in own} | {(user, 1 - domain, item) for item in other}
+        if (user, domain) in parts["train"]:
+            expected.add((user, domain, target))
     assert seen == expected - held_out
     assert (expected & held_out), "the data has a held-out target inside a training row"
+    train_users = {user for user, _ in parts["train"]}
+    assert {user for user, _ in parts["test"]} - train_users, "the data has users only in the test file"
 
 
 # ----------------------------------------------------------------------------- evaluation and runs

@@ -403,16 +403,19 @@ class CrossDomainSequentialDataset(SequentialDataset):
 
 
 def _row_train_interactions(samples, sample_users, sample_targets, n_items):
-    """What the row protocol's training data holds, as ``(users, items, domains)``: each distinct
-    (user, item, domain) of the training rows (target-domain history, target, other domain's list),
-    less every (user, item, domain) that is the target of a valid or test row. A user's other-domain
-    list can hold the target of that user's held-out row of the other domain (the authors' data):
-    the samples keep it, what is fitted on the training data (i2VAE's pseudo-sequence generator) does not."""
+    """What the row protocol lets a model fit before training (i2VAE's pseudo-sequence generator),
+    as ``(users, items, domains)``: each distinct (user, item, domain) of every row's inputs (its
+    target-domain history and the other domain's list: what its prediction reads, known at
+    prediction time) and of the training rows' targets, less every (user, item, domain) that is the
+    target of a valid or test row. As in the leave-one-out, where the generator sees every user's
+    training part, a user who is only in the test file gets pseudo-items from its own history. A
+    user's other-domain list can hold the target of that user's held-out row of the other domain
+    (the authors' data): the samples keep it, what is fitted here does not."""
     domain = samples["domain"]
     train = np.flatnonzero(samples["phase"] == TRAIN)
     held = np.flatnonzero(samples["phase"] != TRAIN)
     parts = [_triple_keys(sample_users[train], domain[train], sample_targets[train], n_items)]
-    for k in train:
+    for k in range(len(domain)):
         for d, values in ((domain[k], samples["own"][k]), (1 - domain[k], samples["other"][k])):
             parts.append(_triple_keys(np.full(len(values), sample_users[k]), d, values, n_items))
     kept = np.unique(np.concatenate(parts))
