@@ -99,6 +99,15 @@ def test_fingerprint_follows_the_settings():
     assert fingerprint_of(REPO, "--model=SASRec", "--set", "train_mode=sequence", "item_table=checkpoint:Other") == base
 
 
+def test_row_files_are_hashed_not_read_by_the_synthetic_run():
+    """The synthetic dataset has no row files: row_split is left out of its run and hashed as a value."""
+    base = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport")
+    rows = "row_split={'train': 'raw/a.csv', 'test': 'raw/b.csv'}"
+    with_rows = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport", "--set", rows)
+    other_rows = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport", "--set", rows.replace("b.csv", "c.csv"))
+    assert len({base, with_rows, other_rows}) == 3
+
+
 def test_a_failing_synthetic_run_is_an_error():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     out = subprocess.run(
