@@ -73,9 +73,9 @@ UNSEEN = {
 # settings that name files of the real dataset (the i2VAE authors' row files), which the synthetic
 # dataset does not have: left out of the synthetic run, hashed as values
 DATA_FILE_OPTIONS = ("row_split",)
-# options of properties/overall.yaml that decide only which files a run writes, not what it computes:
-# left out of the hashed YAML, so adding one keeps every stored run
-OUTPUT_ONLY = ("save_last_checkpoint",)
+# options of properties/overall.yaml that decide only which files a run writes or what it reports
+# besides, not what it trains or selects: left out of the hashed YAML, so adding one keeps every stored run
+OUTPUT_ONLY = ("save_last_checkpoint", "eval_test_every_epoch")
 CROSS_DOMAIN = {
     "load_col": {"inter": ["user_id", "item_id", "timestamp", "domain"]},
     "domain_field": "domain", "domain_names": {"0": "first", "1": "second"}, "long_tail_length": 3,

@@ -219,6 +219,8 @@ def run_job(job):
         "eval_step": eval_step,
         "best_epoch": best_epoch(epochs_before + len(epoch_seconds), eval_step, trainer.cur_step),
         **({"resumed_after_epochs": epochs_before} if epochs_before else {}),
+        # option eval_test_every_epoch: the test metrics after every validation (reported, never selected on)
+        **({"test_results_per_epoch": result["test_results_per_epoch"]} if "test_results_per_epoch" in result else {}),
         "epoch_seconds": epoch_seconds,
         "valid_eval_seconds": valid_eval_seconds,
         "test_eval_seconds": test_eval_seconds,

@@ -206,7 +206,8 @@ class Config(RecBoleConfig):
             "train_noise_ratio": train_noise_ratio(self),
             "cross_domain": cross_domain_options(self),
         }
-        OptionChecks(self).boolean("save_last_checkpoint")
+        for key in ("save_last_checkpoint", "eval_test_every_epoch"):
+            OptionChecks(self).boolean(key)
         if self.plugin_options["sparse_users"] and self.final_config_dict["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise ConfigError("sparse_users is only for sequential models (it groups users by training-sequence length)")
         check = getattr(self.model_class, "check_config", None)

@@ -129,6 +129,8 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
     model = build_model(config, train_data)
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if config["eval_test_every_epoch"]:
+        trainer.report_test_data = test_data
     if resume_file is not None:
         trainer.resume_checkpoint(resume_file)
     ranks = distributed.all_gather_objects(_rank_report(config, train_data))
@@ -166,6 +168,7 @@ def _run_process(config, saved, verbose, return_trainer, resume_file):
         "log_file": next((h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)), None),
         "epoch_seconds": list(getattr(trainer, "epoch_seconds", [])),
         "eval_seconds": list(getattr(trainer, "eval_seconds", [])),
+        **({"test_results_per_epoch": trainer.test_results_per_epoch} if config["eval_test_every_epoch"] else {}),
         # RecBole counts the padding id 0 among users and items
         "dataset_statistics": {"users": dataset.user_num - 1, "items": dataset.item_num - 1, "interactions": dataset.inter_num},
         "ranks": ranks,

@@ -128,6 +128,9 @@ class SafeCheckpointMixin:
         self.save_last_checkpoint = bool(config["save_last_checkpoint"])
         root, extension = os.path.splitext(self.saved_model_file)
         self.last_model_file = f"{root}-last{extension}"
+        # option eval_test_every_epoch: the test split's metrics after every validation, for reporting
+        # what a selection on the test split (some papers' protocol) would give; never for selection
+        self.report_test_data, self.test_results_per_epoch = None, []
         self.epoch_seconds, self.eval_seconds = [], []
         self.last_eval_rows = None
         # what a checkpoint records beyond RecBole's (see _checkpoint_state) and what a resume restores
@@ -174,6 +177,12 @@ class SafeCheckpointMixin:
     def _valid_epoch(self, valid_data, show_progress=False):
         valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
         self._last_valid_result = valid_result
+        if self.report_test_data is not None:
+            # evaluate() records its seconds and rows as the run's own evaluations: keep them apart
+            seconds, rows = list(self.eval_seconds), self.last_eval_rows
+            result = self.evaluate(self.report_test_data, load_best_model=False, show_progress=show_progress)
+            self.test_results_per_epoch.append({k: float(v) for k, v in result.items()})
+            self.eval_seconds, self.last_eval_rows = seconds, rows
         return valid_score, valid_result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -194,6 +203,7 @@ class SafeCheckpointMixin:
             "best_valid_score": float(self.best_valid_score),
             "best_valid_result": json.dumps({k: float(v) for k, v in (best_result or {}).items()}),
             **({"best_model_file": self.saved_model_file} if last else {}),
+            "test_results_per_epoch": json.dumps(self.test_results_per_epoch),
             "random_state": random_state(self._train_data),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
@@ -233,6 +243,7 @@ class SafeCheckpointMixin:
         if checkpoint.get("best_valid_result"):
             self.best_valid_result = json.loads(checkpoint["best_valid_result"]) or None
         self._resumed_random_state = checkpoint.get("random_state")
+        self.test_results_per_epoch = json.loads(checkpoint.get("test_results_per_epoch") or "[]")
         self._resumed_rank_states = checkpoint.get("rank_random_states")
         saved_model = json.loads(checkpoint["config"])["model"]
         if saved_model.lower() != self.config["model"].lower():

@@ -111,3 +111,24 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_device(tiny_data, i
     trainer.device = torch.device("cpu")
     trainer.fit(train_data, valid_data, saved=False)  # restores the random states: CPU byte tensors
     assert len(trainer.epoch_seconds) == 1
+
+
+def test_the_test_split_evaluated_every_epoch_is_reported_and_changes_nothing(tiny_data, in_tmp_dir):
+    """``eval_test_every_epoch``: one test result per validation, the last one the final weights'
+    test metrics; the selection, the best valid and the tested checkpoint are those of a plain run;
+    a run resumed from its last epoch keeps the results of the epochs before."""
+    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=10, seed=5, epochs=EPOCHS)
+    plain = one_thread_run(config_dict={**config, "checkpoint_dir": "plain"})
+    reported = one_thread_run(config_dict={**config, "checkpoint_dir": "reported", "eval_test_every_epoch": True}, saved=False)
+    assert "test_results_per_epoch" not in plain
+    assert len(reported["test_results_per_epoch"]) == EPOCHS
+    assert reported["test_results_per_epoch"][-1] == pytest.approx(dict(reported["test_result"]))  # saved=False: the final weights
+    assert reported["best_valid_result"] == plain["best_valid_result"]
+    assert len(reported["eval_seconds"]) == len(plain["eval_seconds"])
+    killed = one_thread_run(config_dict={**config, "epochs": KILLED_AFTER, "checkpoint_dir": "killed", "eval_test_every_epoch": True,
+                                         "save_last_checkpoint": True})
+    last = killed["saved_model_file"].replace(".pth", "-last.pth")
+    resumed = one_thread_run(config_dict={**config, "checkpoint_dir": "killed", "eval_test_every_epoch": True, "save_last_checkpoint": True},
+                             resume_file=last)
+    assert resumed["test_results_per_epoch"] == reported["test_results_per_epoch"]
+    assert resumed["test_result"] == plain["test_result"]
