@@ -2,8 +2,8 @@
 fixed user samples, the per-user ranks, the stored runs, the run's own process and the loop over
 (side, seed) runs that stores each as it ends and rewrites the page's section.
 
-Each script (``dreamrec.py``, ``adarec.py``) is a command line over these, with its own data
-conversion, its own adjustments to the authors' code and its own table.
+Each script (``dreamrec.py``, ``adarec.py``, ``i2vae.py``) is a command line over these, with its own
+data conversion, its own adjustments to the authors' code and its own table.
 """
 
 import hashlib
@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -267,22 +268,29 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
 
 # ============================================================================ names and commands
 # A parity script names itself by two constants: ``NAME`` (its file's name, which names its runs and
-# sections) and ``USERS_OPTION`` (its option for a sample of users, whose value names them too)
+# sections) and ``USERS_OPTION`` (its option for a sample of users, whose value names them too; what
+# it counts is ``USERS_UNIT``, "users" unless the script says otherwise). Options of its own that the
+# shown command must repeat come from its ``command_options(args)`` when it has one.
 def users_of(script, args):
     """The script's user-sample size (None: every user)."""
     return getattr(args, script.USERS_OPTION.lstrip("-"))
 
 
+def sample_label(script, args):
+    """``"<N><unit>"`` for a sample of N users (rows, ...), None for all of them."""
+    users = users_of(script, args)
+    return None if users is None else f"{users}{getattr(script, 'USERS_UNIT', 'users')}"
+
+
 def run_path(results_dir, script, args, side, seed):
     """Where one (side, seed) run of the script's comparison is stored."""
-    users = users_of(script, args)
-    label = "all" if users is None else f"{users}users"
+    label = sample_label(script, args) or "all"
     return os.path.join(results_dir, "parity", f"{script.NAME}-{args.dataset}-{args.epochs}epochs-{label}-{side}-seed{seed}.json")
 
 
 def section_name(script, args):
-    users = users_of(script, args)
-    return f"{script.NAME}-{args.dataset}-{args.epochs}epochs" + (f"-{users}users" if users else "")
+    label = sample_label(script, args)
+    return f"{script.NAME}-{args.dataset}-{args.epochs}epochs" + (f"-{label}" if label else "")
 
 
 def shown_command(script, args):
@@ -296,7 +304,9 @@ def shown_command(script, args):
     users = users_of(script, args)
     if users:
         parts.append(f"{script.USERS_OPTION}={users}")
-    if list(args.sides) != list(SIDES):
+    if hasattr(script, "command_options"):
+        parts += script.command_options(args)
+    if list(args.sides) != list(getattr(script, "SIDES", SIDES)):
         parts += ["--sides", *args.sides]
     if args.threads != 1:
         parts.append(f"--threads={args.threads}")
@@ -308,8 +318,10 @@ def start(argv, script):
     """What every parity script does first: run a worker's job (``--run_job FILE``), or parse and
     check the arguments, check the page's section, read the authors' code and plan the runs.
     ``script`` is the script's module (its ``NAME``, ``USERS_OPTION``, ``build_parser``,
-    ``job_main``, ``check_args``, ``authors_code`` and ``side_settings``). Returns
-    ``(exit code, None)`` to stop with, or ``(None, (args, results_dir, code, plan))``."""
+    ``job_main``, ``check_args``, ``authors_code`` and ``side_settings``); ``argv`` None: the
+    command line's. Returns ``(exit code, None)`` to stop with, or ``(None, (args, results_dir,
+    code, plan))``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--run_job"]:
         return script.job_main(argv[1]), None
     args = script.build_parser().parse_args(argv)
@@ -327,19 +339,34 @@ def start(argv, script):
     return None, (args, results_dir, code, plan)
 
 
+def work_folder(args, script):
+    """``(work_dir, temporary)``: ``--work_dir`` (kept), or a new temporary folder named after the
+    script (removed by ``execute_plan`` after a run without failures)."""
+    if args.work_dir is None:
+        return tempfile.mkdtemp(prefix=f"parity-{script.NAME}-"), True
+    os.makedirs(args.work_dir, exist_ok=True)
+    return os.path.abspath(args.work_dir), False
+
+
 # ============================================================================ options
-def add_data_options(parser, repository, files, epochs, epochs_help, seed, seeds_help):
-    """The options every parity script takes before its own: the checkout, the data, epochs, seeds."""
+def add_data_options(parser, repository, files, epochs, epochs_help, seed, seeds_help, dataset="amazon-beauty",
+                     dataset_help="dataset (default amazon-beauty)", data_path=True):
+    """The options every parity script takes before its own: the checkout, the data (``--data_path``
+    unless ``data_path`` is False: the data is then the authors' own), epochs, seeds (``seed``: one
+    seed or a list of them by default)."""
     parser.add_argument("--authors_repo", metavar="PATH", help=f"a checkout of {repository} (needs {', '.join(files)})")
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
-    parser.add_argument("--dataset", default="amazon-beauty", help="dataset (default amazon-beauty)")
+    if data_path:
+        parser.add_argument("--data_path", default=None, help="folder holding <dataset>/<dataset>.inter")
+    else:
+        parser.set_defaults(data_path=None)
+    parser.add_argument("--dataset", default=dataset, help=dataset_help)
     parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[seed], help=seeds_help)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(seed) if isinstance(seed, (list, tuple)) else [seed], help=seeds_help)
 
 
 def add_run_options(parser, sides):
     """The options every parity script takes after its own: sides, reruns, threads, folders."""
-    parser.add_argument("--sides", nargs="+", choices=sides, default=list(sides), help="which sides run (default: both)")
+    parser.add_argument("--sides", nargs="+", choices=sides, default=list(sides), help="which sides run (default: all of them)")
     parser.add_argument("--redo", action="store_true", help="rerun runs that are stored already")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (default 1)")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop a run that takes longer (stored as failed)")
