@@ -73,6 +73,9 @@ SINGLE_DOMAIN = (
     ("GRU4Rec", "GRU4Rec", SEQUENCE_TRAINING),
     ("BERT4Rec", "BERT4Rec", SEQUENCE_TRAINING),
     ("DiffRec", "DiffRec", {}),
+    # DiffRec's network read at the last item's output as SASRec reads it, no diffusion (not the
+    # paper's method; docs/models/DiffRec.md, the ablation): what its gap to SASRec is made of
+    ("DiffRec@last-position", "DiffRec", {"readout": "last_position"}),
     ("DreamRec", "DreamRec", {}),
     # DreamRec's opt-in fix (docs/models/DreamRec.md): the rounding term and an item table that
     # starts from the same seed's SASRec run above (its kept checkpoint), trained on
