@@ -358,8 +358,9 @@ class DomainCandidateMixin:
         self.domain_items = torch.from_numpy(dataset.domain_items)
         # the [B, n_items] mask is built where it is used (one [B] index copied, not the mask), unless
         # loader worker processes build it (they must not touch a GPU) or sampled negatives need the CPU
-        in_main_process = not config["worker"] and not self.eval_negatives
-        self.mask_device = torch.device(self.candidate_device) if in_main_process else torch.device("cpu")
+        self.in_main_process = not config["worker"]
+        on_device = self.in_main_process and not self.eval_negatives
+        self.mask_device = torch.device(self.candidate_device) if on_device else torch.device("cpu")
         self.domain_items_on_mask_device = self.domain_items.to(self.mask_device)
         self.user_items = getattr(dataset, "user_items", None)
 
@@ -372,7 +373,8 @@ class DomainCandidateMixin:
             # the same negatives in every evaluation, whichever process scores the batch
             rng = np.random.default_rng([self.negative_seed, int(np.asarray(index).reshape(-1)[0])])
             hidden = self._sampled_candidates(interaction, hidden, rng)
-        return interaction, hidden.to(self.candidate_device), positive_u, positive_i
+        # a loader worker process hands the mask over on the CPU (indexing a GPU's scores takes it there)
+        return interaction, hidden.to(self.candidate_device) if self.in_main_process else hidden, positive_u, positive_i
 
     def _sampled_candidates(self, interaction, hidden, rng):
         users = interaction[self.uid_field].numpy()

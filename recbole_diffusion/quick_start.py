@@ -20,7 +20,7 @@ from recbole_diffusion.compat import check_hyperopt, load_checkpoint
 from recbole_diffusion.config import Config, stored_options
 from recbole_diffusion.data.atomic import resolve_dataset
 from recbole_diffusion.errors import ConfigError
-from recbole_diffusion.trainer import LAUNCH_KEYS
+from recbole_diffusion.trainer import LAUNCH_KEYS, best_model_file_of
 from recbole_diffusion.utils import create_dataset, data_preparation, get_model, get_sequence_model, get_trainer
 
 
@@ -200,6 +200,11 @@ def _check_resume_file(resume_file, config):
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--checkpoint: {exc}" if isinstance(exc, ValueError) else
                           f"--checkpoint: {resume_file} holds no recbole-diffusion run (no stored configuration)") from None
+    if checkpoint.get("best_model_file") and not os.path.isfile(best_model_file_of(resume_file, checkpoint)):
+        raise ConfigError(
+            f"--checkpoint: {resume_file} is a last-epoch checkpoint, and the run's best checkpoint "
+            f"{best_model_file_of(resume_file, checkpoint)} is not beside it; keep the two files in one folder"
+        )
     stored = stored_options(stored)
     for key in ("model", "dataset"):
         if str(stored.get(key)) != str(config[key]):

@@ -108,6 +108,13 @@ def atomic_torch_save(obj, path):
         torch.save(obj, tmp)
 
 
+def best_model_file_of(last_file, checkpoint):
+    """The best checkpoint of the run whose last-epoch checkpoint ``checkpoint`` was read from
+    ``last_file``: the file of that name beside it (both are written to the run's checkpoint folder,
+    which may have moved since)."""
+    return os.path.join(os.path.dirname(last_file), os.path.basename(checkpoint["best_model_file"]))
+
+
 class SafeCheckpointMixin:
     """Checkpoint save / resume / best-model loading with plain-data files.
 
@@ -136,6 +143,7 @@ class SafeCheckpointMixin:
         # what a checkpoint records beyond RecBole's (see _checkpoint_state) and what a resume restores
         self._train_data = self._last_valid_result = self._resumed_random_state = None
         self._resumed_rank_states = None
+        self._resumed_from_last = False
         self.sparse_users = config.plugin_options["sparse_users"]
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
@@ -211,6 +219,10 @@ class SafeCheckpointMixin:
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if epoch == -1 and self._resumed_from_last:
+            # RecBole saves "the model as it is" when a resume has no epoch left to train; after a
+            # last-epoch resume that is the last epoch's weights, not the best ones the file holds
+            return
         # every rank calls this at the same point; under torch.distributed rank 0 writes, with the
         # random streams of every rank, so that a resumed run gives each rank its own again
         rank_states = all_gather_objects(random_state(self._train_data)) if is_distributed() else None
@@ -236,7 +248,8 @@ class SafeCheckpointMixin:
         checkpoint = load_checkpoint(resume_file, map_location="cpu")
         self.saved_model_file = resume_file
         if checkpoint.get("best_model_file"):  # a last-epoch checkpoint: new bests go to the run's best file
-            self.saved_model_file, self.last_model_file = checkpoint["best_model_file"], resume_file
+            self.saved_model_file, self.last_model_file = best_model_file_of(resume_file, checkpoint), resume_file
+            self._resumed_from_last = True
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -250,6 +263,8 @@ class SafeCheckpointMixin:
             self.logger.warning(f"checkpoint {resume_file} was trained as {saved_model}, not {self.config['model']}")
         self._load_model_state(checkpoint)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self._resumed_from_last and self.cur_step > self.stopping_step:
+            self.start_epoch = self.epochs  # the run had stopped early: nothing left to train
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _map_reduce(self, result, num_sample):

@@ -285,6 +285,8 @@ def test_a_target_missing_from_the_interaction_file_is_refused(tmp_path, in_tmp_
     (ROW_SPLIT, {"domain_field": None, "domain_names": None, "dataset_domain": "cloth"}, "row_split domain_id: a per-domain file"),
     (ROW_SPLIT, {"train_noise_ratio": 0.2}, "train_noise_ratio: noise is injected"),
     (ROW_SPLIT, {"sparse_users": [3]}, "sparse_users: its groups are users with few training interactions"),
+    ({**ROW_SPLIT, "domain_id": 0}, {"domain_field": None, "domain_names": None, "dataset_domain": "cloth", "train_mode": "sequence"},
+     "train_mode: sequence trains every position"),
 ])
 def test_row_split_options_are_checked(rows_data, in_tmp_dir, row_split, overrides, message):
     from recbole_diffusion.config import Config

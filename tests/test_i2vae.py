@@ -330,7 +330,27 @@ def test_under_distributed_only_the_first_process_fits_the_pseudo_items(two_doma
     sent = torch.randint(1, model.n_items, model.pseudo_items.shape)
     fits = []
     monkeypatch.setattr(module, "rank_and_world", lambda: (1, 2))
-    monkeypatch.setattr(module, "broadcast_object", lambda value: sent)
+    monkeypatch.setattr(module, "broadcast_object", lambda value: (sent, None))
     monkeypatch.setattr(module, "fit_pseudo_items", lambda *args: fits.append(args))
     model.fit_pseudo_sequences()
     assert fits == [] and torch.equal(model.pseudo_items, sent) and bool(model.pseudo_items_fitted)
+
+
+def test_under_distributed_a_failed_fit_on_the_first_process_stops_every_rank(two_domain, monkeypatch):
+    """Rank 0 sends its error instead of the items: the other ranks raise it instead of waiting."""
+    from recbole_diffusion.model.sequential_recommender import i2vae as module
+    from recbole_diffusion.quick_start import build_model
+
+    config, dataset, train, valid, test = prepare(two_domain, model="i2VAE", **FAST)
+    model = build_model(config, train)
+    sent = []
+
+    def fail(*args):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(module, "is_distributed", lambda: True)
+    monkeypatch.setattr(module, "broadcast_object", lambda value: sent.append(value) or value)
+    monkeypatch.setattr(module, "fit_pseudo_items", fail)
+    with pytest.raises(RuntimeError, match="failed on rank 0: MemoryError: no room"):
+        model.fit_pseudo_sequences()
+    assert sent == [(None, "MemoryError: no room")]

@@ -12,6 +12,7 @@ def test_each_entry_reads_the_rows_of_its_domain():
     assert values["i2VAE"] == {"train": "raw/cloth_sport_train.csv", "test": "raw/cloth_sport_test_csu.csv"}
     assert values["SASRec@cloth"]["domain_id"] == 0 and values["SASRec@sport"]["domain_id"] == 1
     assert values["SASRec@cloth"]["train"] == "../cloth-sport/raw/cloth_sport_train.csv"
+    assert all(settings[label]["train_mode"] == "prefix" for label in protocol.ENTRIES)  # one sample per train row
 
 
 def run(final, per_epoch):

@@ -132,3 +132,27 @@ def test_the_test_split_evaluated_every_epoch_is_reported_and_changes_nothing(ti
                              resume_file=last)
     assert resumed["test_results_per_epoch"] == reported["test_results_per_epoch"]
     assert resumed["test_result"] == plain["test_result"]
+
+
+def test_a_last_epoch_checkpoint_of_a_finished_or_stopped_run_trains_and_overwrites_nothing(tiny_data, in_tmp_dir):
+    """A run killed after its last epoch (or after early stopping), before its test, resumed from its
+    last-epoch checkpoint: no epoch is trained again and the best checkpoint is tested, not
+    overwritten by the last epoch's weights."""
+    import os
+
+    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, seed=5, hidden_dropout_prob=0.5)
+    for name, settings in (("finished", {"epochs": EPOCHS, "stopping_step": 10}), ("stopped", {"epochs": 30, "stopping_step": 0})):
+        run = {**config, **settings, "checkpoint_dir": name, "save_last_checkpoint": True}
+        whole = one_thread_run(config_dict=run)
+        best = whole["saved_model_file"]
+        with open(best, "rb") as handle:
+            best_bytes = handle.read()
+        last = best.replace(".pth", "-last.pth")
+        assert os.path.isfile(last)
+        resumed = one_thread_run(config_dict=run, resume_file=last)
+        assert resumed["epoch_seconds"] == [], name
+        assert resumed["test_result"] == whole["test_result"], name
+        with open(best, "rb") as handle:
+            assert handle.read() == best_bytes, name
+        if name == "stopped":
+            assert len(whole["epoch_seconds"]) < 30  # it did stop early

@@ -145,6 +145,11 @@ def row_split_option(config, single):
         raise ConfigError(
             "row_split domain_id is for a per-domain file (dataset_domain); a two-domain file takes the rows of both domains"
         )
+    if config["train_mode"] == "sequence":
+        raise ConfigError(
+            "train_mode: sequence trains every position of a user's whole sequence; under row_split a train row is "
+            "one training sample (its last item the only target, as the authors train): set train_mode to prefix"
+        )
     if config["sparse_users"]:
         raise ConfigError(
             "sparse_users: its groups are users with few training interactions, which a row (one training sample per "

@@ -24,7 +24,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_diffusion.data.cross_domain import TARGET_DOMAIN, domain_list_fields
-from recbole_diffusion.distributed import broadcast_object, rank_and_world
+from recbole_diffusion.distributed import broadcast_object, is_distributed, rank_and_world
 from recbole_diffusion.layers import GaussianEncoder, bounded_log_variance, causal_padding_mask, gaussian_kl, reparameterize, sasrec_input
 from recbole_diffusion.errors import ConfigError, OptionChecks
 
@@ -248,18 +248,26 @@ class i2VAE(SequentialRecommender):
         draws the same numbers whether or not it ran; a restored checkpoint has the items already.
         Under torch.distributed the first process fits and sends the items to the others (each rank
         would otherwise fit the same items from the same seed, all of them on the CPU at once)."""
-        pseudo = None
+        pseudo, error = None, None
         if rank_and_world()[0] == 0:
             config, train_interactions, seed = self._psg_inputs
             generator = torch.Generator().manual_seed(seed)
             # the CPU stream only: torch.manual_seed would also reseed every GPU's stream (and fork_rng with
             # devices=[] restores none of them), giving every rank of a multi-GPU run the same GPU stream
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
-                pseudo = fit_pseudo_items(
-                    config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings, generator,
-                )
-        pseudo = broadcast_object(pseudo)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.default_generator.manual_seed(seed)
+                    pseudo = fit_pseudo_items(
+                        config, train_interactions, self.pseudo_items.size(0), self.n_items, self.n_pseudo_items, self.psg_settings,
+                        generator,
+                    )
+            except Exception as exc:
+                if not is_distributed():
+                    raise
+                error = f"{type(exc).__name__}: {exc}"  # sent, so that the other ranks stop too instead of waiting
+        pseudo, error = broadcast_object((pseudo, error))
+        if error is not None:
+            raise RuntimeError(f"i2VAE: fitting the pseudo-sequence generator failed on rank 0: {error}")
         self.pseudo_items.copy_(pseudo.to(self.pseudo_items.device))
         self.pseudo_items_fitted.fill_(True)
 
