@@ -869,7 +869,7 @@ def main(argv=None):
                 args.keep_checkpoints or entry["label"] in KEEP_CHECKPOINT, args.threads, args.memory_limit_gb, keep_test_rows=True,
                 # a run stopped part-way (a timeout, a stop, the machine) goes on from its last epoch
                 # when run again with the same settings and code of the same behaviour fingerprint
-                resume_key=f"{fingerprint or code}/{key}/seed{seed}/{os.path.abspath(args.data_path) if args.data_path else ''}",
+                resume_key=f"{fingerprint or code}/{key}/seed{seed}",
             )
             if bench._STOP["signal"] is not None:
                 print(f"stopped by {signal.Signals(bench._STOP['signal']).name}; this run is not stored", flush=True)
