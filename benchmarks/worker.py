@@ -188,6 +188,12 @@ def run_job(job):
         print(f"not resuming ({exc}); starting over", flush=True)
         os.remove(resume_file)
         result = run(**arguments)
+    except Exception:
+        # a resumed run that fails leaves nothing to resume: the next attempt starts over instead of
+        # failing the same way again
+        if resume_file is not None and os.path.exists(resume_file):
+            os.remove(resume_file)
+        raise
     run_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
     trainer = result.pop("trainer")

@@ -45,3 +45,19 @@ def test_the_state_of_a_run_of_another_key_is_removed_not_resumed(tiny_data, in_
     fresh = worker.run_job(job(tiny_data, in_tmp_dir / "runs", 3, "new-code"))
     assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
     assert not os.path.exists(stale)
+
+
+def test_a_resumed_run_that_fails_leaves_nothing_to_resume(tiny_data, in_tmp_dir, monkeypatch):
+    import pytest
+
+    from recbole_diffusion import quick_start
+
+    last = stopped_run(tiny_data, in_tmp_dir / "runs", 2, "key-1")
+
+    def fail(**kwargs):
+        raise RuntimeError("lost the machine")
+
+    monkeypatch.setattr(quick_start, "run", fail)
+    with pytest.raises(RuntimeError, match="lost the machine"):
+        worker.run_job(job(tiny_data, in_tmp_dir / "runs", 4, "key-1"))
+    assert not os.path.exists(last)
