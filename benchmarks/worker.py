@@ -199,7 +199,9 @@ def run_job(job):
     trainer = result.pop("trainer")
     if os.path.exists(trainer.last_model_file):  # the run is over: nothing left to resume
         os.remove(trainer.last_model_file)
-    epochs_before = int(trainer.start_epoch)
+    # start_epoch is past the budget when a stopped run was resumed: count the epochs it had trained
+    epochs_before = int(trainer.epochs_before_resume)
+    epochs_run = epochs_before + len(result["epoch_seconds"])
     config = trainer.config
     epoch_seconds = list(result["epoch_seconds"])
     eval_seconds = list(result["eval_seconds"])
@@ -221,9 +223,9 @@ def run_job(job):
         "best_valid_result": plain(result["best_valid_result"]),
         "best_valid_score": plain(result["best_valid_score"]),
         "valid_metric": config["valid_metric"],
-        "epochs_run": epochs_before + len(epoch_seconds),
+        "epochs_run": epochs_run,
         "eval_step": eval_step,
-        "best_epoch": best_epoch(epochs_before + len(epoch_seconds), eval_step, trainer.cur_step),
+        "best_epoch": best_epoch(epochs_run, eval_step, trainer.cur_step),
         **({"resumed_after_epochs": epochs_before} if epochs_before else {}),
         # option eval_test_every_epoch: the test metrics after every validation (reported, never selected on)
         **({"test_results_per_epoch": result["test_results_per_epoch"]} if "test_results_per_epoch" in result else {}),

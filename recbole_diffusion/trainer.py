@@ -144,6 +144,7 @@ class SafeCheckpointMixin:
         self._train_data = self._last_valid_result = self._resumed_random_state = None
         self._resumed_rank_states = None
         self._resumed_from_last = False
+        self.epochs_before_resume = 0  # epochs the resumed run had trained (0: not resumed)
         self.sparse_users = config.plugin_options["sparse_users"]
         # a cross-domain dataset (docs/cross-domain.md): metrics per target domain and user group too
         self.cross_domain_long_tail = cross_domain_long_tail(config)
@@ -250,7 +251,7 @@ class SafeCheckpointMixin:
         if checkpoint.get("best_model_file"):  # a last-epoch checkpoint: new bests go to the run's best file
             self.saved_model_file, self.last_model_file = best_model_file_of(resume_file, checkpoint), resume_file
             self._resumed_from_last = True
-        self.start_epoch = checkpoint["epoch"] + 1
+        self.start_epoch = self.epochs_before_resume = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         if checkpoint.get("best_valid_result"):

@@ -9,20 +9,20 @@ from benchmarks import worker
 from conftest import tiny_config
 
 
-def job(tiny_data, folder, epochs, key):
-    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=10, seed=5)
+def job(tiny_data, folder, epochs, key, stopping_step=10):
+    config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=stopping_step, seed=5)
     return {
         "model": "SASRec", "dataset": tiny_data[1], "config_file_list": [], "threads": 1, "resume_key": key,
         "config_dict": {**config, "epochs": epochs, "checkpoint_dir": str(folder)},
     }
 
 
-def stopped_run(tiny_data, folder, epochs, key):
+def stopped_run(tiny_data, folder, epochs, key, stopping_step=10):
     """What a worker with ``key`` does up to its ``epochs``-th epoch, without its clean-up at the end
     (a worker killed there leaves the same files)."""
     from recbole_diffusion.quick_start import run
 
-    started = job(tiny_data, folder, epochs, key)
+    started = job(tiny_data, folder, epochs, key, stopping_step)
     assert worker.resumable_checkpoint(str(folder), key) is None
     run(model="SASRec", dataset=tiny_data[1], config_dict={**started["config_dict"], "save_last_checkpoint": True}, verbose=False)
     left = glob.glob(os.path.join(folder, "*-last.pth"))
@@ -61,3 +61,12 @@ def test_a_resumed_run_that_fails_leaves_nothing_to_resume(tiny_data, in_tmp_dir
     with pytest.raises(RuntimeError, match="lost the machine"):
         worker.run_job(job(tiny_data, in_tmp_dir / "runs", 4, "key-1"))
     assert not os.path.exists(last)
+
+
+def test_an_early_stopped_run_resumed_counts_the_epochs_it_trained(tiny_data, in_tmp_dir):
+    whole = worker.run_job(job(tiny_data, in_tmp_dir / "whole", 30, None, stopping_step=0))
+    stopped_run(tiny_data, in_tmp_dir / "stopped", 30, "key-1", stopping_step=0)
+    resumed = worker.run_job(job(tiny_data, in_tmp_dir / "stopped", 30, "key-1", stopping_step=0))
+    assert whole["epochs_run"] < 30 and resumed["epoch_seconds"] == []
+    assert (resumed["epochs_run"], resumed["best_epoch"]) == (whole["epochs_run"], whole["best_epoch"])
+    assert resumed["test_result"] == whole["test_result"]
