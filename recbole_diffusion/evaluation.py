@@ -355,20 +355,19 @@ class DomainCandidateMixin:
         self.candidate_device = config["device"]
         self.eval_negatives = config["eval_negatives"]
         self.negative_seed = int(config["seed"])
-        self.domain_items = torch.from_numpy(dataset.domain_items)
         # the [B, n_items] mask is built where it is used (one [B] index copied, not the mask), unless
         # loader worker processes build it (they must not touch a GPU) or sampled negatives need the CPU
         self.in_main_process = not config["worker"]
         on_device = self.in_main_process and not self.eval_negatives
         self.mask_device = torch.device(self.candidate_device) if on_device else torch.device("cpu")
-        self.domain_items_on_mask_device = self.domain_items.to(self.mask_device)
+        self.domain_items = torch.from_numpy(dataset.domain_items).to(self.mask_device)
         self.user_items = getattr(dataset, "user_items", None)
 
     def collate_fn(self, index):
         interaction, history_index, positive_u, positive_i = super().collate_fn(index)
         if history_index is not None:
             raise ValueError("cross-domain evaluation expects RecBole's sequential full-sort loader (no history index)")
-        hidden = ~self.domain_items_on_mask_device[interaction[TARGET_DOMAIN].to(self.mask_device)]
+        hidden = ~self.domain_items[interaction[TARGET_DOMAIN].to(self.mask_device)]
         if self.eval_negatives:
             # the same negatives in every evaluation, whichever process scores the batch
             rng = np.random.default_rng([self.negative_seed, int(np.asarray(index).reshape(-1)[0])])

@@ -200,10 +200,11 @@ def _check_resume_file(resume_file, config):
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"--checkpoint: {exc}" if isinstance(exc, ValueError) else
                           f"--checkpoint: {resume_file} holds no recbole-diffusion run (no stored configuration)") from None
-    if checkpoint.get("best_model_file") and not os.path.isfile(best_model_file_of(resume_file, checkpoint)):
+    best_file = best_model_file_of(resume_file, checkpoint) if checkpoint.get("best_model_file") else None
+    if best_file is not None and not os.path.isfile(best_file):
         raise ConfigError(
             f"--checkpoint: {resume_file} is a last-epoch checkpoint, and the run's best checkpoint "
-            f"{best_model_file_of(resume_file, checkpoint)} is not beside it; keep the two files in one folder"
+            f"{best_file} is not beside it; keep the two files in one folder"
         )
     stored = stored_options(stored)
     for key in ("model", "dataset"):
