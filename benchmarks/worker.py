@@ -23,8 +23,8 @@ the valid split, test of the best checkpoint) and writes one JSON object:
 - with ``job["resume_key"]``, ``resumed_after_epochs``: the run writes its state after every
   evaluated epoch (option ``save_last_checkpoint``) into its checkpoint folder, beside a note of
   the key; a worker started again with the same key and folder (the run was killed, or a session
-  ended) resumes from that epoch instead of starting over (:func:`resumable_checkpoint`). The
-  times then cover the resumed part only; ``epochs_run`` and ``best_epoch`` count every epoch.
+  ended) resumes from that epoch instead of starting over (:func:`resumable_checkpoint`), unless
+  that state was trained on another data folder than the job's. The times then cover the resumed part only; ``epochs_run`` and ``best_epoch`` count every epoch.
 
 With ``job["measure"]`` (``benchmarks/speed.py``) the worker trains nothing to the end: it times
 ``measure["train_steps"]`` training steps after ``measure["warmup_steps"]`` through the trainer's
@@ -161,6 +161,19 @@ def resumable_checkpoint(checkpoint_dir, key):
     return keep
 
 
+def read_from_elsewhere(resume_file, data_path):
+    """The data folder ``resume_file`` was trained on when it is not ``data_path`` (the job's), else
+    None (also when either is unknown)."""
+    if resume_file is None or not data_path:
+        return None
+    from recbole_diffusion.compat import load_checkpoint
+
+    stored = json.loads(load_checkpoint(resume_file)["config"]).get("data_path")
+    if stored and os.path.abspath(stored) != os.path.abspath(data_path):
+        return stored
+    return None
+
+
 def run_job(job):
     import torch
 
@@ -174,6 +187,11 @@ def run_job(job):
     if job.get("resume_key"):
         config_dict = {**config_dict, "save_last_checkpoint": True}
         resume_file = resumable_checkpoint(config_dict["checkpoint_dir"], job["resume_key"])
+        elsewhere = read_from_elsewhere(resume_file, config_dict.get("data_path"))
+        if elsewhere:  # the same settings on other data (the key names no data path): start over
+            print(f"not resuming {resume_file}: it trained on {elsewhere}; starting over", flush=True)
+            os.remove(resume_file)
+            resume_file = None
         if resume_file:
             print(f"resuming from {resume_file}", flush=True)
     start = time.perf_counter()

@@ -70,3 +70,17 @@ def test_an_early_stopped_run_resumed_counts_the_epochs_it_trained(tiny_data, in
     assert whole["epochs_run"] < 30 and resumed["epoch_seconds"] == []
     assert (resumed["epochs_run"], resumed["best_epoch"]) == (whole["epochs_run"], whole["best_epoch"])
     assert resumed["test_result"] == whole["test_result"]
+
+
+def test_the_state_of_a_run_on_other_data_is_removed_not_resumed(tiny_data, in_tmp_dir):
+    """The resume key names settings and code, not where the data lies: the same command on another
+    data folder starts over."""
+    import shutil
+
+    data_path, name = tiny_data
+    stale = stopped_run(tiny_data, in_tmp_dir / "runs", 2, "key-1")
+    moved = in_tmp_dir / "moved"
+    shutil.copytree(os.path.join(data_path, name), moved / name)
+    fresh = worker.run_job(job((str(moved), name), in_tmp_dir / "runs", 3, "key-1"))
+    assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
+    assert not os.path.exists(stale)
