@@ -154,11 +154,20 @@ def resumable_checkpoint(checkpoint_dir, key):
     keep = found[-1] if found and noted == key else None
     for path in found:
         if path != keep:
-            os.remove(path)
+            remove_run_state(path)
     os.makedirs(checkpoint_dir, exist_ok=True)
     with open(note, "w", encoding="utf-8") as handle:
         handle.write(f"{key}\n")
     return keep
+
+
+def remove_run_state(last_file):
+    """Remove what an unfinished run left: its last-epoch checkpoint ``last_file`` and the best
+    checkpoint beside it (the trainer names the two ``<root>.pth`` and ``<root>-last.pth``)."""
+    root = last_file[: -len("-last.pth")] if last_file.endswith("-last.pth") else None
+    for path in (last_file, f"{root}.pth" if root else None):
+        if path and os.path.exists(path):
+            os.remove(path)
 
 
 def read_from_elsewhere(resume_file, data_path):
@@ -190,7 +199,7 @@ def run_job(job):
         elsewhere = read_from_elsewhere(resume_file, config_dict.get("data_path"))
         if elsewhere:  # the same settings on other data (the key names no data path): start over
             print(f"not resuming {resume_file}: it trained on {elsewhere}; starting over", flush=True)
-            os.remove(resume_file)
+            remove_run_state(resume_file)
             resume_file = None
         if resume_file:
             print(f"resuming from {resume_file}", flush=True)
@@ -204,13 +213,13 @@ def run_job(job):
         if resume_file is None or not str(exc).startswith("--checkpoint:"):
             raise
         print(f"not resuming ({exc}); starting over", flush=True)
-        os.remove(resume_file)
+        remove_run_state(resume_file)
         result = run(**arguments)
     except Exception:
         # a resumed run that fails leaves nothing to resume: the next attempt starts over instead of
         # failing the same way again
-        if resume_file is not None and os.path.exists(resume_file):
-            os.remove(resume_file)
+        if resume_file is not None:
+            remove_run_state(resume_file)
         raise
     run_seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start

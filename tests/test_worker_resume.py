@@ -30,6 +30,11 @@ def stopped_run(tiny_data, folder, epochs, key, stopping_step=10):
     return left[0]
 
 
+def best_beside(last_file):
+    """The best checkpoint the trainer writes beside ``last_file``."""
+    return last_file.replace("-last.pth", ".pth")
+
+
 def test_a_stopped_run_resumes_from_its_last_epoch_and_ends_as_the_whole_run(tiny_data, in_tmp_dir):
     whole = worker.run_job(job(tiny_data, in_tmp_dir / "whole", 4, None))
     stopped_run(tiny_data, in_tmp_dir / "stopped", 2, "key-1")
@@ -42,9 +47,10 @@ def test_a_stopped_run_resumes_from_its_last_epoch_and_ends_as_the_whole_run(tin
 
 def test_the_state_of_a_run_of_another_key_is_removed_not_resumed(tiny_data, in_tmp_dir):
     stale = stopped_run(tiny_data, in_tmp_dir / "runs", 2, "old-code")
+    assert os.path.exists(best_beside(stale))
     fresh = worker.run_job(job(tiny_data, in_tmp_dir / "runs", 3, "new-code"))
     assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
-    assert not os.path.exists(stale)
+    assert not os.path.exists(stale) and not os.path.exists(best_beside(stale))  # no file of the abandoned run stays
 
 
 def test_a_resumed_run_that_fails_leaves_nothing_to_resume(tiny_data, in_tmp_dir, monkeypatch):
@@ -60,7 +66,7 @@ def test_a_resumed_run_that_fails_leaves_nothing_to_resume(tiny_data, in_tmp_dir
     monkeypatch.setattr(quick_start, "run", fail)
     with pytest.raises(RuntimeError, match="lost the machine"):
         worker.run_job(job(tiny_data, in_tmp_dir / "runs", 4, "key-1"))
-    assert not os.path.exists(last)
+    assert not os.path.exists(last) and not os.path.exists(best_beside(last))
 
 
 def test_an_early_stopped_run_resumed_counts_the_epochs_it_trained(tiny_data, in_tmp_dir):
@@ -83,4 +89,4 @@ def test_the_state_of_a_run_on_other_data_is_removed_not_resumed(tiny_data, in_t
     shutil.copytree(os.path.join(data_path, name), moved / name)
     fresh = worker.run_job(job((str(moved), name), in_tmp_dir / "runs", 3, "key-1"))
     assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
-    assert not os.path.exists(stale)
+    assert not os.path.exists(stale) and not os.path.exists(best_beside(stale))
