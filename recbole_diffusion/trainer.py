@@ -115,6 +115,20 @@ def best_model_file_of(last_file, checkpoint):
     return os.path.join(os.path.dirname(last_file), os.path.basename(checkpoint["best_model_file"]))
 
 
+class EvalHeadLogger:
+    """RecBole's W&B logger with the evaluation results logged under ``head`` (RecBole's evaluate()
+    always names them "eval")."""
+
+    def __init__(self, logger, head):
+        self._logger, self._head = logger, head
+
+    def log_eval_metrics(self, metrics, head="eval"):
+        self._logger.log_eval_metrics(metrics, head=self._head)
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
+
+
 class SafeCheckpointMixin:
     """Checkpoint save / resume / best-model loading with plain-data files.
 
@@ -188,8 +202,13 @@ class SafeCheckpointMixin:
         self._last_valid_result = valid_result
         if self.report_test_data is not None:
             # evaluate() records its seconds and rows as the run's own evaluations: keep them apart
-            seconds, rows = list(self.eval_seconds), self.last_eval_rows
-            result = self.evaluate(self.report_test_data, load_best_model=False, show_progress=show_progress)
+            seconds, rows, logger = list(self.eval_seconds), self.last_eval_rows, self.wandblogger
+            # evaluate() logs under W&B's "eval" head, as the valid results: these go under their own
+            self.wandblogger = EvalHeadLogger(logger, "test_each_epoch")
+            try:
+                result = self.evaluate(self.report_test_data, load_best_model=False, show_progress=show_progress)
+            finally:
+                self.wandblogger = logger
             self.test_results_per_epoch.append({k: float(v) for k, v in result.items()})
             self.eval_seconds, self.last_eval_rows = seconds, rows
         return valid_score, valid_result

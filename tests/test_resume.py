@@ -113,13 +113,21 @@ def test_resume_reads_the_checkpoint_on_the_cpu_whatever_the_device(tiny_data, i
     assert len(trainer.epoch_seconds) == 1
 
 
-def test_the_test_split_evaluated_every_epoch_is_reported_and_changes_nothing(tiny_data, in_tmp_dir):
+def test_the_test_split_evaluated_every_epoch_is_reported_and_changes_nothing(tiny_data, in_tmp_dir, monkeypatch):
     """``eval_test_every_epoch``: one test result per validation, the last one the final weights'
-    test metrics; the selection, the best valid and the tested checkpoint are those of a plain run;
-    a run resumed from its last epoch keeps the results of the epochs before."""
+    test metrics, logged to W&B under a head of their own; the selection, the best valid and the
+    tested checkpoint are those of a plain run; a run resumed from its last epoch keeps the results
+    of the epochs before."""
+    from recbole.utils.wandblogger import WandbLogger
+
+    heads = []
+    monkeypatch.setattr(WandbLogger, "log_eval_metrics", lambda self, metrics, head="eval": heads.append(head))
     config = tiny_config(tiny_data, model="SASRec", train_mode="sequence", eval_step=1, stopping_step=10, seed=5, epochs=EPOCHS)
     plain = one_thread_run(config_dict={**config, "checkpoint_dir": "plain"})
+    assert heads == ["eval"] * (EPOCHS + 1)  # every validation and the test
+    heads.clear()
     reported = one_thread_run(config_dict={**config, "checkpoint_dir": "reported", "eval_test_every_epoch": True}, saved=False)
+    assert heads == ["eval", "test_each_epoch"] * EPOCHS + ["eval"]
     assert "test_results_per_epoch" not in plain
     assert len(reported["test_results_per_epoch"]) == EPOCHS
     assert reported["test_results_per_epoch"][-1] == pytest.approx(dict(reported["test_result"]))  # saved=False: the final weights
