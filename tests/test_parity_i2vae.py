@@ -45,8 +45,8 @@ FAKE_SOURCES = {
 
 
 def write_checkout(folder, sources):
-    folder.mkdir(parents=True, exist_ok=True)
     for name, text in sources.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
 
 
@@ -365,3 +365,45 @@ def test_a_checkout_without_one_of_the_files_is_refused(tmp_path):
     assert not results.exists()
     out = run_benchmark_script(os.path.join("parity", "i2vae.py"), tmp_path, f"--authors_repo={checkout}", "--dataset=phone_elec")
     assert out.returncode == 2 and "only cloth_sport" in out.stderr
+
+
+FAKE_LIGHTGCN = {
+    # their main.py's loop (a test every 10 epochs, the weights saved after every epoch) over stand-ins
+    "LightGCN/code/world.py": "config = {'multicore': 0}\n",
+    "LightGCN/code/Procedure.py": (
+        "def BPR_train_original(dataset, model, loss, epoch, neg_k=1, w=None):\n"
+        "    model['trained'] += 1\n"
+        "    return 'loss 0.1'\n"
+        "def Test(dataset, model, epoch, w=None, multicore=0):\n"
+        "    return {'recall': [model['trained'] / 100], 'ndcg': [0.0], 'precision': [0.0]}\n"
+    ),
+    "LightGCN/code/main.py": (
+        "import sys\n"
+        "import Procedure\n"
+        "import world\n"
+        "dataset, Recmodel = 'data', {'trained': 0}\n"
+        "for epoch in range(int(sys.argv[sys.argv.index('--epochs') + 1])):\n"
+        "    if epoch % 10 == 0:\n"
+        "        Procedure.Test(dataset, Recmodel, epoch, None, world.config['multicore'])\n"
+        "    Procedure.BPR_train_original(dataset, Recmodel, None, epoch)\n"
+    ),
+    "callback.py": (
+        "def generate_corr_seq(args, csv):\n"
+        "    open('dataset/cloth_sport_train_updated.csv', 'w').write('user_id,corr_d1,corr_d2\\n')\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("tests, after", [("every10", [0, 10, 20]), ("last", [25])])
+def test_their_lightgcn_is_tested_every_10_epochs_or_once_after_the_last(tmp_path, tests, after):
+    from benchmarks.parity import common as parity
+    from benchmarks.parity import i2vae
+
+    write_checkout(tmp_path, FAKE_LIGHTGCN)
+    (tmp_path / "psg" / "dataset").mkdir(parents=True)
+    job = {"side": "psg", "seed": 1, "threads": 1, "lightgcn_argv": ["--epochs", "25"], "lightgcn_tests": tests}
+    record = parity.run_process(job, str(tmp_path / "psg"), 120, i2vae.SCRIPT)
+    assert record["status"] == "ok", record
+    assert len(record["lightgcn_epochs"]) == 25
+    assert [t["after_epochs"] for t in record["lightgcn_tests"]] == after
+    assert record["lightgcn_tests"][-1]["results"]["recall"] == [after[-1] / 100]  # the weights of that epoch
