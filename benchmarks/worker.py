@@ -177,8 +177,11 @@ def read_from_elsewhere(resume_file, data_path):
         return None
     from recbole_diffusion.compat import load_checkpoint
 
-    stored = json.loads(load_checkpoint(resume_file)["config"]).get("data_path")
-    if stored and os.path.abspath(stored) != os.path.abspath(data_path):
+    try:
+        stored = json.loads(load_checkpoint(resume_file)["config"]).get("data_path")
+    except (ValueError, KeyError, TypeError):  # unreadable: the run's own check refuses it, and the run starts over
+        return None
+    if stored and os.path.realpath(stored) != os.path.realpath(data_path):
         return stored
     return None
 

@@ -348,6 +348,10 @@ def test_our_runs_on_the_same_rows_join_the_section_in_their_columns():
     assert cloth_cold[4:11] == ["11", "0.4000", "0.4000", "–", "0.2000", "0.2000", "–"]
     assert cloth_cold[11:] == ["3", "5.00", "–", "50.0", "ok"]
     assert rows[-1][1] == "2021" and rows[-1][-1] == "failed"
+    # a smoke run on a sample of the rows: our runs (every row) are not beside it
+    state["view"] = dict(state["view"], rows=300)
+    text = i2vae.render_section(state)
+    assert "| our `i2VAE`" not in text and "not shown beside a sample of the rows" in text
 
 
 def test_a_checkout_without_one_of_the_files_is_refused(tmp_path):

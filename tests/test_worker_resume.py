@@ -90,3 +90,14 @@ def test_the_state_of_a_run_on_other_data_is_removed_not_resumed(tiny_data, in_t
     fresh = worker.run_job(job((str(moved), name), in_tmp_dir / "runs", 3, "key-1"))
     assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
     assert not os.path.exists(stale) and not os.path.exists(best_beside(stale))
+
+
+def test_an_unreadable_last_epoch_state_is_removed_and_the_run_starts_over(tiny_data, in_tmp_dir):
+    """A last-epoch checkpoint cut short (the machine went down while it was written, on a file
+    system without atomic renames) is not resumed, and does not fail every later attempt."""
+    last = stopped_run(tiny_data, in_tmp_dir / "runs", 2, "key-1")
+    with open(last, "wb") as handle:
+        handle.write(b"not a checkpoint")
+    fresh = worker.run_job(job(tiny_data, in_tmp_dir / "runs", 3, "key-1"))
+    assert "resumed_after_epochs" not in fresh and len(fresh["epoch_seconds"]) == 3
+    assert not os.path.exists(last) and not os.path.exists(best_beside(last))

@@ -716,7 +716,7 @@ def render_section(state):
         "list no longer than the file's tail length), all. *max*: their reported number, the **max over epochs on the test rows**, "
         "each metric on its own (no validation split, no model selection); *last*: the model after the last epoch. From their "
         "log, four decimals.",
-        ours_line(state.get("ours") or {}),
+        ours_line(state.get("ours") or {}, rows),
         "- Train s/epoch: a pass over the training rows; test s/epoch: their test after it; total s: the run's process.",
     ]
     code = state.get("authors_code")
@@ -762,7 +762,7 @@ def render_section(state):
                         cells.append("–" if mean is None else f"{mean:.4f} ± {std:.4f}")
                 lines.append("| " + " | ".join([f"{SIDE_TITLES['authors']}, mean ± std", f"{len(ok)} seeds", domain, group, "", *cells,
                                                 "", "", "", "", ""]) + " |")
-    lines += ours_rows(state.get("ours") or {})
+    lines += ours_rows({} if rows else state.get("ours") or {})
     lines.append("")
     if failed:
         lines += ["Failed:", ""] + [f"- {title}, seed {seed}: {bench.cell(error)}" for title, seed, error in failed] + [""]
@@ -778,7 +778,9 @@ def our_runs():
     return {seed: run for (label, seed), run in sorted(runs.items()) if label == "i2VAE"}
 
 
-def ours_line(ours):
+def ours_line(ours, rows=None):
+    if rows:
+        return "- Ours: not shown beside a sample of the rows (this plugin's runs on the same rows use every row)."
     if not ours:
         return ("- Ours: not run yet (`python benchmarks/i2vae_protocol.py --data_path=DATA --seeds S --ranking sampled`, "
                 "this plugin's i2VAE on the same rows).")
@@ -811,7 +813,7 @@ def ours_rows(ours):
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
                     "our `i2VAE`", str(seed), domain, group, "–" if count is None else str(int(count)),
-                    *metric_cells(maximum), *metric_cells(last), str(len(epochs)), bench.fmt_seconds(train_s), "–",
+                    *metric_cells(maximum), *metric_cells(last), str(run.get("epochs_run", len(epochs))), bench.fmt_seconds(train_s), "–",
                     bench.fmt_seconds(run.get("process_seconds")), "ok",
                 ]) + " |")
     return lines
@@ -848,7 +850,8 @@ def main(argv=None):
         "started": bench.now_utc(), "finished": None, "authors_code": code,
         "view": {"dataset": args.dataset, "epochs": args.epochs, "rows": args.rows, "threads": args.threads,
                  "lightgcn_epochs": args.lightgcn_epochs, "lightgcn_seed": args.lightgcn_seed},
-        "records": {(item["side"], item["seed"]): None for item in plan}, "ours": our_runs(),
+        "records": {(item["side"], item["seed"]): None for item in plan},
+        "ours": our_runs() if args.rows is None else {},  # ours ran on every row: not beside a sample
     }
 
     def make_job(item, run_dir):
