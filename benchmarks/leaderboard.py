@@ -693,7 +693,9 @@ def describe_protocol(board, command):
     yaml_name = bench.dataset_yaml(board.dataset)
     lines += [
         f"- Protocol: `{yaml_name}`" if yaml_name else "- Protocol: RecBole's defaults and the given config",
-        "  (the split, the filtering, full ranking over all items), the project's CPU protocol (hidden size 64), "
+        "  (the split, the filtering, full ranking over all items), the project's CPU protocol (hidden size 64"
+        + (", where the command's settings give no other" if any("hidden_size" in s for s in given_settings(board.dataset, board.runs).values()) else "")
+        + "), "
         f"at most {common.get('epochs', '?')} epochs with early stopping after {common.get('stopping_step', '?')} "
         "valid evaluations (one per epoch) without a better valid NDCG@10, then the test of the best checkpoint. "
         "RecBole's SASRec, GRU4Rec and BERT4Rec train on whole sequences (`train_mode=sequence`, 256 sequences a "
@@ -725,12 +727,38 @@ def describe_protocol(board, command):
     return lines
 
 
-def page_command(dataset, runs, seeds):
+def given_settings(dataset, runs):
+    """{label: settings} its stored runs were given beyond the leaderboard's own for that label
+    (``--set``, ``--epochs``, ``--model_args``), in the leaderboard's order of labels."""
+    entries, preset_common = leaderboard_entries(dataset)
+    given = {}
+    for entry in entries:
+        own = {k: v for k, v in {**COMMON, **preset_common, **entry["settings"]}.items() if k != "dataset"}
+        for (label, _), run in sorted(runs.items()):
+            if label == entry["label"]:
+                extra = {k: v for k, v in (run.get("overrides") or {}).items() if k != "seed" and own.get(k) != v}
+                if extra:
+                    given[label] = extra
+                break
+    return given
+
+
+def page_command(dataset, runs, seeds, results_dir=None):
     """The command that (re)makes the whole page: the dataset, its data folder as the runs
-    name it (``run.shown_data_path``) and the stored seeds."""
+    name it (``run.shown_data_path``), the labels and settings when runs were given settings of
+    their own, the results folder when it is not the default, and the stored seeds."""
     data_paths = sorted({r.get("data_path") for r in runs.values() if r.get("data_path")})
     parts = ["python", "benchmarks/leaderboard.py", f"--dataset={dataset}"]
     parts += [f"--data_path={data_paths[0]}"] if data_paths else []
+    given = given_settings(dataset, runs)
+    if given:
+        labels = [entry["label"] for entry in leaderboard_entries(dataset)[0] if any(label == entry["label"] for label, _ in runs)]
+        parts += ["--models", *labels, "--model_args",
+                  *(f"{label}:{','.join(f'{k}={v}' for k, v in settings.items())}" for label, settings in given.items())]
+    default_dir = os.path.join(REPO, "benchmarks", "results")
+    if results_dir and os.path.abspath(results_dir) != default_dir:
+        inside = os.path.abspath(results_dir).startswith(REPO + os.sep)
+        parts += ["--results_dir", os.path.relpath(results_dir, REPO) if inside else "RESULTS_DIR"]
     return shlex.join(parts + ["--seeds", *[str(s) for s in seeds or DEFAULT_SEEDS]])
 
 
@@ -742,7 +770,7 @@ def render(dataset, results_dir, resamples):
 def write_page(board, results_dir):
     """Write ``board``'s page and chart(s) into ``results_dir``; return the page's path."""
     dataset, runs = board.dataset, board.runs
-    command = page_command(dataset, runs, board.seeds)
+    command = page_command(dataset, runs, board.seeds, results_dir)
     lines = [f"# Leaderboard: {dataset}", "", "Written by `benchmarks/leaderboard.py` from the runs stored in "
              f"[`leaderboard/{dataset}/`](leaderboard/{dataset}/); one-off experiments (ablations, curves, diagnostics) "
              f"are in [`runs/`](runs/).", ""]

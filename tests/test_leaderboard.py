@@ -364,3 +364,22 @@ def test_a_group_with_too_few_hits_is_flagged_and_a_larger_one_is_not(tmp_path):
     notes = lb.small_group_notes(board, [("small", "g"), ("large", "h")])
     assert len(notes) == 1 and notes[0].startswith("- small: too few hits")
     assert "`SASRec` 1.0, `i2VAE` 2.0" in notes[0]
+
+
+def test_the_page_command_gives_the_settings_and_folder_the_runs_were_given():
+    """A page of runs given settings of their own (``--model_args``, ``--set``) in another results
+    folder shows the command that makes those runs again, not the default leaderboard's."""
+    from benchmarks import leaderboard
+
+    entries, common = leaderboard.leaderboard_entries("amazon-beauty", ["SASRec", "DiffRec"])
+
+    def runs(extra):
+        return {(e["label"], 2020): {"overrides": {**leaderboard.COMMON, **common, **{k: v for k, v in e["settings"].items() if k != "dataset"},
+                                                   **extra, "seed": "2020"}, "data_path": "DATA"} for e in entries}
+
+    plain = leaderboard.page_command("amazon-beauty", runs({}), [2020])
+    assert plain == "python benchmarks/leaderboard.py --dataset=amazon-beauty --data_path=DATA --seeds 2020"
+    given = leaderboard.page_command("amazon-beauty", runs({"hidden_size": "256"}), [2020],
+                                     os.path.join(leaderboard.REPO, "benchmarks", "results", "other"))
+    assert given == ("python benchmarks/leaderboard.py --dataset=amazon-beauty --data_path=DATA --models SASRec DiffRec "
+                     "--model_args SASRec:hidden_size=256 DiffRec:hidden_size=256 --results_dir benchmarks/results/other --seeds 2020")
