@@ -731,15 +731,15 @@ def given_settings(dataset, runs):
     """{label: settings} its stored runs were given beyond the leaderboard's own for that label
     (``--set``, ``--epochs``, ``--model_args``), in the leaderboard's order of labels."""
     entries, preset_common = leaderboard_entries(dataset)
+    first = {}  # a label's runs differ in their seed only
+    for (label, _), run in sorted(runs.items()):
+        first.setdefault(label, run)
     given = {}
-    for entry in entries:
+    for entry in (e for e in entries if e["label"] in first):
         own = {k: v for k, v in {**COMMON, **preset_common, **entry["settings"]}.items() if k != "dataset"}
-        for (label, _), run in sorted(runs.items()):
-            if label == entry["label"]:
-                extra = {k: v for k, v in (run.get("overrides") or {}).items() if k != "seed" and own.get(k) != v}
-                if extra:
-                    given[label] = extra
-                break
+        extra = {k: v for k, v in (first[entry["label"]].get("overrides") or {}).items() if k != "seed" and own.get(k) != v}
+        if extra:
+            given[entry["label"]] = extra
     return given
 
 
@@ -752,7 +752,7 @@ def page_command(dataset, runs, seeds, results_dir=None):
     parts += [f"--data_path={data_paths[0]}"] if data_paths else []
     given = given_settings(dataset, runs)
     if given:
-        labels = [entry["label"] for entry in leaderboard_entries(dataset)[0] if any(label == entry["label"] for label, _ in runs)]
+        labels = [entry["label"] for entry in leaderboard_entries(dataset)[0] if entry["label"] in {label for label, _ in runs}]
         parts += ["--models", *labels, "--model_args",
                   *(f"{label}:{','.join(f'{k}={v}' for k, v in settings.items())}" for label, settings in given.items())]
     default_dir = os.path.join(REPO, "benchmarks", "results")

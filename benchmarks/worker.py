@@ -24,7 +24,8 @@ the valid split, test of the best checkpoint) and writes one JSON object:
   evaluated epoch (option ``save_last_checkpoint``) into its checkpoint folder, beside a note of
   the key; a worker started again with the same key and folder (the run was killed, or a session
   ended) resumes from that epoch instead of starting over (:func:`resumable_checkpoint`), unless
-  that state was trained on another data folder than the job's. The times then cover the resumed part only; ``epochs_run`` and ``best_epoch`` count every epoch.
+  that state was trained on another data folder than the job's. The times then cover the resumed
+  part only; ``epochs_run`` and ``best_epoch`` count every epoch.
 
 With ``job["measure"]`` (``benchmarks/speed.py``) the worker trains nothing to the end: it times
 ``measure["train_steps"]`` training steps after ``measure["warmup_steps"]`` through the trainer's

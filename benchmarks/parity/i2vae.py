@@ -511,10 +511,10 @@ def psg_job(job):
         recorder.lightgcn_epochs.append({"epoch": len(recorder.lightgcn_epochs) + 1, "seconds": time.perf_counter() - start, "info": info})
         return info
 
-    skip_tests = {"on": job.get("lightgcn_tests") == "last"}
+    skip_tests = job.get("lightgcn_tests") == "last"
 
     def timed_test(*args, **kwargs):
-        if skip_tests["on"]:  # adjustment 9: their loop's test, skipped (it selects nothing and draws no random number)
+        if skip_tests:  # adjustment 9: their loop's test, skipped (it selects nothing and draws no random number)
             return None
         start = time.perf_counter()
         results = test(*args, **kwargs)
@@ -530,10 +530,10 @@ def psg_job(job):
     namespace = {"__name__": "__main__", "__file__": main}
     exec(compile(source, main, "exec"), namespace)  # adjustment 5
     lightgcn_seconds = time.perf_counter() - start
-    if skip_tests["on"]:  # adjustment 9: one test of the final weights, as their loop's would be
+    if skip_tests:  # adjustment 9: one test of the final weights, as their loop's would be
         import world
 
-        skip_tests["on"] = False
+        skip_tests = False
         timed_test(namespace["dataset"], namespace["Recmodel"], len(recorder.lightgcn_epochs), None, world.config["multicore"])
     import callback
 
@@ -702,6 +702,7 @@ def render_section(state):
     view, records = state["view"], state["records"]
     lines, done = parity.section_head(state)
     rows = view["rows"]
+    ours = {} if rows else state.get("ours") or {}  # ours ran on every row: not beside a sample
     row_text = (f"**a fixed random sample of {rows} rows of each file** (`--rows`; numpy `default_rng({parity.USERS_SEED})` over the "
                 "row numbers), negatives drawn from the whole files' item pools, tail lengths of the cut files: a smoke run, not a result"
                 if rows else "every row")
@@ -716,7 +717,7 @@ def render_section(state):
         "list no longer than the file's tail length), all. *max*: their reported number, the **max over epochs on the test rows**, "
         "each metric on its own (no validation split, no model selection); *last*: the model after the last epoch. From their "
         "log, four decimals.",
-        ours_line(state.get("ours") or {}, rows),
+        ours_line(ours, rows),
         "- Train s/epoch: a pass over the training rows; test s/epoch: their test after it; total s: the run's process.",
     ]
     code = state.get("authors_code")
@@ -738,8 +739,7 @@ def render_section(state):
             continue
         if record.get("status") != "ok":
             failed.append((title, seed, record.get("error", "unknown error")))
-            lines.append("| " + " | ".join([title, str(seed), "–", "–", "–", *blank, "–", "–", "–",
-                                            bench.fmt_seconds(record.get("process_seconds")), "failed"]) + " |")
+            lines.append(failed_row(title, seed, record))
             continue
         ok.append(record)
         train_s, test_s = (mean_std(record[key])[0] for key in ("train_seconds_per_epoch", "test_seconds_per_epoch"))
@@ -762,7 +762,7 @@ def render_section(state):
                         cells.append("–" if mean is None else f"{mean:.4f} ± {std:.4f}")
                 lines.append("| " + " | ".join([f"{SIDE_TITLES['authors']}, mean ± std", f"{len(ok)} seeds", domain, group, "", *cells,
                                                 "", "", "", "", ""]) + " |")
-    lines += ours_rows({} if rows else state.get("ours") or {})
+    lines += ours_rows(ours)
     lines.append("")
     if failed:
         lines += ["Failed:", ""] + [f"- {title}, seed {seed}: {bench.cell(error)}" for title, seed, error in failed] + [""]
@@ -795,20 +795,27 @@ def ours_line(ours, rows=None):
             "long-tailed group is 1 to 3 target-domain items, cold-start excluded (theirs includes them); no MRR.")
 
 
+def failed_row(title, seed, record):
+    """The table row of a failed run (the authors' or ours)."""
+    return "| " + " | ".join([title, str(seed), "–", "–", "–", *["–"] * (2 * len(TABLE_METRICS)), "–", "–", "–",
+                              bench.fmt_seconds(record.get("process_seconds")), "failed"]) + " |"
+
+
 def ours_rows(ours):
     """Table rows of our runs (``our_runs``), in the authors' columns."""
+    from benchmarks.i2vae_protocol import max_over_epochs
+
     lines = []
     for seed, run in ours.items():
         if run.get("status") != "ok":
-            lines.append("| " + " | ".join(["our `i2VAE`", str(seed), "–", "–", "–", *["–"] * (2 * len(TABLE_METRICS)),
-                                            "–", "–", "–", bench.fmt_seconds(run.get("process_seconds")), "failed"]) + " |")
+            lines.append(failed_row("our `i2VAE`", seed, run))
             continue
         epochs = run.get("test_results_per_epoch") or []
         train_s = mean_std(run.get("epoch_seconds") or [])[0]
         for _, domain in DOMAINS:
             for _, group in GROUPS:
                 key = f"{{}} ({domain}, {group})"
-                maximum = {m: max((e[key.format(m)] for e in epochs if key.format(m) in e), default=None) for m in TABLE_METRICS}
+                maximum = {m: max_over_epochs(run, key.format(m)) for m in TABLE_METRICS}
                 last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS} if epochs else {}
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
@@ -851,7 +858,7 @@ def main(argv=None):
         "view": {"dataset": args.dataset, "epochs": args.epochs, "rows": args.rows, "threads": args.threads,
                  "lightgcn_epochs": args.lightgcn_epochs, "lightgcn_seed": args.lightgcn_seed},
         "records": {(item["side"], item["seed"]): None for item in plan},
-        "ours": our_runs() if args.rows is None else {},  # ours ran on every row: not beside a sample
+        "ours": our_runs(),
     }
 
     def make_job(item, run_dir):
