@@ -238,15 +238,23 @@ def user_subset(eval_data, config, k):
 
 def count_ranked_users(trainer):
     """Record in ``trainer.ranked_users`` how many users each evaluation's metrics saw: the rows
-    of the top-k structure the collector hands to the evaluator (None without one)."""
+    of the top-k structure the collector hands to the evaluator (None without one). One entry per
+    ``trainer.evaluate`` call: option ``sparse_users`` (and a cross-domain dataset) call the
+    evaluator again on subsets of those rows, so an entry is the largest count of its call."""
     trainer.ranked_users = []
-    evaluate = trainer.evaluator.evaluate
+    evaluate, evaluate_rows = trainer.evaluate, trainer.evaluator.evaluate
 
-    def counted(struct):
-        trainer.ranked_users.append(len(struct.get("rec.topk")) if "rec.topk" in struct else None)
-        return evaluate(struct)
+    def counted_evaluation(*args, **kwargs):
+        trainer.ranked_users.append(None)
+        return evaluate(*args, **kwargs)
 
-    trainer.evaluator.evaluate = counted
+    def counted_rows(struct):
+        if "rec.topk" in struct:
+            rows, seen = len(struct.get("rec.topk")), trainer.ranked_users[-1]
+            trainer.ranked_users[-1] = rows if seen is None else max(seen, rows)
+        return evaluate_rows(struct)
+
+    trainer.evaluate, trainer.evaluator.evaluate = counted_evaluation, counted_rows
 
 
 def evaluate_all(plan, split, repeats, users=None, log=print):

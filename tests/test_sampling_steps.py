@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+import types
 
 import pytest
 import torch
@@ -187,6 +188,33 @@ def test_users_evaluates_the_same_k_users_in_every_row(trained, tmp_path):
         assert float(cells[-1]) == pytest.approx(1000 * row["seconds_per_user"], abs=0.01)
     # a subset, so not the full split's result
     assert record["rows"][0]["metrics"] != {k: float(v) for k, v in trained["test_result"].items()}
+
+
+def test_the_user_count_is_the_whole_evaluation_not_its_last_group():
+    """Option sparse_users (and a cross-domain dataset) call the evaluator again on each group's
+    rows after the whole split's, inside one ``trainer.evaluate``: the count is the evaluation's."""
+    from recbole.evaluator.collector import DataStruct
+
+    def struct(rows):
+        data = DataStruct()
+        data.set("rec.topk", torch.zeros(rows, 11))
+        return data
+
+    class Trainer:
+        def __init__(self):
+            self.evaluator = types.SimpleNamespace(evaluate=lambda data: {"rows": len(data.get("rec.topk"))})
+
+        def evaluate(self, groups):
+            result = self.evaluator.evaluate(struct(9))  # RecBole's: every collected row
+            for rows in groups:  # then each group's subset, as evaluation.group_results does
+                self.evaluator.evaluate(struct(rows))
+            return result
+
+    trainer = Trainer()
+    sampling_steps.count_ranked_users(trainer)
+    assert trainer.evaluate([4, 2]) == {"rows": 9}
+    trainer.evaluate([])
+    assert trainer.ranked_users == [9, 9]
 
 
 def test_more_users_than_the_split_holds_is_an_error(trained, tmp_path, capsys):
