@@ -146,8 +146,10 @@ def resumable_checkpoint(checkpoint_dir, key):
     """The last-epoch checkpoint (``*-last.pth``) an interrupted run of the same ``key`` left in
     ``checkpoint_dir``, or None; a file left by a run of another key is removed. Notes ``key`` in
     the folder for the run about to start."""
+    from recbole_diffusion.trainer import last_model_file_of
+
     note = os.path.join(checkpoint_dir, RESUME_NOTE)
-    found = sorted(glob.glob(os.path.join(glob.escape(checkpoint_dir), "*-last.pth")), key=os.path.getmtime)
+    found = sorted(glob.glob(os.path.join(glob.escape(checkpoint_dir), last_model_file_of("*.pth"))), key=os.path.getmtime)
     noted = None
     if os.path.exists(note):
         with open(note, encoding="utf-8") as handle:
@@ -165,8 +167,9 @@ def resumable_checkpoint(checkpoint_dir, key):
 def remove_run_state(last_file):
     """Remove what an unfinished run left: its last-epoch checkpoint ``last_file`` and the best
     checkpoint beside it (the trainer names the two ``<root>.pth`` and ``<root>-last.pth``)."""
-    root = last_file[: -len("-last.pth")] if last_file.endswith("-last.pth") else None
-    for path in (last_file, f"{root}.pth" if root else None):
+    from recbole_diffusion.trainer import named_model_file_of
+
+    for path in (last_file, named_model_file_of(last_file)):
         if path and os.path.exists(path):
             os.remove(path)
 

@@ -108,6 +108,22 @@ def atomic_torch_save(obj, path):
         torch.save(obj, tmp)
 
 
+LAST_SUFFIX = "-last"
+
+
+def last_model_file_of(model_file):
+    """The last-epoch checkpoint written beside the best one ``model_file``: ``<root>-last<ext>``."""
+    root, extension = os.path.splitext(model_file)
+    return f"{root}{LAST_SUFFIX}{extension}"
+
+
+def named_model_file_of(last_file):
+    """The inverse of :func:`last_model_file_of` by name alone (a file that may be unreadable), or
+    None for a name it does not make."""
+    root, extension = os.path.splitext(last_file)
+    return f"{root[: -len(LAST_SUFFIX)]}{extension}" if root.endswith(LAST_SUFFIX) else None
+
+
 def best_model_file_of(last_file, checkpoint):
     """The best checkpoint of the run whose last-epoch checkpoint ``checkpoint`` was read from
     ``last_file``: the file of that name beside it (both are written to the run's checkpoint folder,
