@@ -22,6 +22,25 @@ FAKE_SOURCES = {
         "ONES = torch.LongTensor(torch.ones(3).long()).cuda()\n"
         "LOADERS = [dict(batch_size=512, shuffle=True, num_workers=8,drop_last=False), dict(num_workers=8,drop_last=False)]\n"
         "print(torch.cuda.is_available())  # torch.cuda, not a call of cuda: left alone\n"
+        # their train(): running maxima from 0, the epoch loop, a comment closing the loop's body; draws from
+        # every random generator their run draws from (the global optimizer is theirs too)
+        "import random\n"
+        "import numpy as np\n"
+        "def train(model, args_config, log_file):\n"
+        "    best_fit = 0\n"
+        "    best_draw = 0\n"
+        "    for epoch in range(args_config.epoch):\n"
+        "        out = torch.nn.functional.dropout(model(torch.randn(8, 3)), 0.5)\n"
+        "        loss = (out - random.random() - float(np.random.rand())).pow(2).mean()\n"
+        "        optimizer.zero_grad()\n"
+        "        loss.backward()\n"
+        "        optimizer.step()\n"
+        "        best_fit = max(best_fit, np.float64(1 / (1 + loss.item())))  # their metrics are numpy floats\n"
+        "        best_draw = max(best_draw, random.random())\n"
+        "        with open(log_file, 'a') as log:\n"
+        "            log.write(f'Epoch: {epoch} loss {loss.item():.8f} max {best_fit:.8f} {best_draw:.8f}\\n')\n"
+        "        # upload_model(save_name,name=\"MRAGN_vis\")\n"
+        "    return best_fit, best_draw\n"
     ),
     "model.py": (
         "import torch\n"
@@ -78,6 +97,8 @@ def test_their_files_are_patched_for_the_cpu_one_seed_no_workers_and_python_3_11
         "train_our.py: CPU: .cuda() -> .cpu() (1x)", "model.py: CPU: .cuda() -> .cpu() (1x)", "dataset.py: CPU: .cuda() -> .cpu() (1x)",
         "utils.py: CPU: .cuda() -> .cpu() (1x)", "model.py: CPU: .cuda(x) -> .to(x) (1x)", "train_our.py: DataLoader num_workers=8 -> 0 (2x)",
         "train_our.py: their seed loop range(5) -> [3] (1x)", "dataset.py: random.sample(set) -> random.sample(tuple(set)) (Python 3.10's) (1x)",
+        "train_our.py: resume: the running maxima from the epoch state (2x)", "train_our.py: resume: from the epoch after the saved one (1x)",
+        "train_our.py: resume: the state saved after each epoch's log record (1x)",
     ]
 
     # what the patched code does on this CPU and Python
@@ -101,6 +122,75 @@ def test_a_file_without_a_pattern_is_not_patched_but_refused(tmp_path):
         i2vae.patched_sources(sources, 0)
     with pytest.raises(RuntimeError, match=r"model.py has no .*\.to\(x\)"):
         i2vae.patched_sources(dict(FAKE_SOURCES, **{"model.py": "x.cuda()\n"}), 0)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def run_their_train(run_dir, folder, epochs, stop_before_saving=None):
+    """One process of their patched (stand-in) ``train()``: seeds and a model built as at their script's
+    start, then ``train``; ``stop_before_saving``: the process dies after that epoch's log record, before
+    its state is saved. Returns (maxima, weights, the epoch state)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from benchmarks.parity import i2vae
+
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    model = torch.nn.Linear(3, 1)
+    recorder = i2vae.Recorder()
+    recorder.loops.append({"kind": "train", "seconds": float(len(os.listdir(folder))), "batches": 1})
+    state = i2vae.EpochState(str(folder / i2vae.EPOCH_STATE_FILE), str(folder / "log0.txt"), recorder)
+    save = state.save
+
+    def save_or_die(epoch, *args):
+        if epoch == stop_before_saving:
+            raise Interrupted
+        save(epoch, *args)
+
+    state.save = save_or_die
+    namespace = {"__name__": "patched", i2vae.EPOCH_STATE: state, "optimizer": torch.optim.Adam(model.parameters(), lr=0.1)}
+    exec(compile((run_dir / "train_our.py").read_text(), "train_our.py", "exec"), namespace)
+    maxima = namespace["train"](model, types.SimpleNamespace(epoch=epochs), str(folder / "log0.txt"))
+    return maxima, model.state_dict(), state
+
+
+def test_an_interrupted_run_of_theirs_resumes_from_its_last_epoch_as_if_never_stopped(tmp_path):
+    import torch
+
+    from benchmarks.parity import i2vae
+
+    checkout, run_dir, whole, stopped = (tmp_path / name for name in ("checkout", "run", "whole", "stopped"))
+    for folder in (run_dir, whole, stopped):
+        folder.mkdir()
+    write_checkout(checkout, FAKE_SOURCES)
+    i2vae.copy_patched(str(checkout), str(run_dir), seed=0)
+
+    expected, weights, state = run_their_train(run_dir, whole, 5)
+    assert state.resumed_after == [] and len((whole / "log0.txt").read_text().splitlines()) == 5
+
+    with pytest.raises(Interrupted):  # killed after logging the third epoch, before saving it
+        run_their_train(run_dir, stopped, 5, stop_before_saving=2)
+    assert len((stopped / "log0.txt").read_text().splitlines()) == 3
+    first_loops = torch.load(stopped / i2vae.EPOCH_STATE_FILE, weights_only=True)["loops"]
+    resumed, resumed_weights, state = run_their_train(run_dir, stopped, 5)
+    assert state.resumed_after == [2]  # the state of epoch 2 (1-based), so epochs 3 to 5 ran again
+    assert (stopped / "log0.txt").read_text() == (whole / "log0.txt").read_text()  # the third record once
+    assert resumed == expected
+    assert all(torch.equal(resumed_weights[key], weights[key]) for key in weights)
+    assert state.recorder.loops == first_loops  # the loop times of the epochs before the interruption, kept
+
+    # a folder without a state starts at epoch 0; the resume key names the settings
+    item = {"settings": {"seed": 0, "epochs": 5}}
+    assert not i2vae.resumable(item, str(whole / "none"))
+    (stopped / i2vae.RESUME_KEY_FILE).write_text(i2vae.parity.settings_key(item["settings"]) + "\n")
+    assert i2vae.resumable(item, str(stopped))
+    assert not i2vae.resumable({"settings": {"seed": 0, "epochs": 6}}, str(stopped))
+    (stopped / i2vae.EPOCH_STATE_FILE).write_bytes(b"not a state")  # unreadable: started over, not failed every time
+    assert not i2vae.resumable(item, str(stopped))
 
 
 FAKE_DATASET_CLASS = (

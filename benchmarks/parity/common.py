@@ -173,7 +173,7 @@ def run_process(job, run_dir, timeout, script, env=None):
     log_file = os.path.join(run_dir, "output.log")
     env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
     start = time.perf_counter()
-    with open(log_file, "w", encoding="utf-8") as log:
+    with open(log_file, "a", encoding="utf-8") as log:  # a resumed run adds to its first output
         process = subprocess.Popen([sys.executable, script, "--run_job", job_file], cwd=run_dir, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         bench._STOP["process"] = process
@@ -216,12 +216,14 @@ def plan_runs(args, results_dir, side_settings, run_path):
     return plan
 
 
-def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_dir, make_job, finish_record, render, env=None):
+def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_dir, make_job, finish_record, render, env=None,
+                 resumable=None):
     """Run every plan item not stored, each in its own process in ``work_dir/<side>-seed<seed>``:
     ``make_job(item, run_dir)`` fills the run folder and gives the job; the record is completed by
     ``finish_record(item, record)``, stored atomically as soon as the run ends, and the section
-    (``render(state)``) rewritten after every run. Returns the exit code (1 when a run failed,
-    128 + the signal when stopped)."""
+    (``render(state)``) rewritten after every run. A run folder is emptied first, unless
+    ``resumable(item, run_dir)`` says an interrupted run of the same settings left in it what its
+    process resumes from. Returns the exit code (1 when a run failed, 128 + the signal when stopped)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, bench.request_stop)
     os.makedirs(work_dir, exist_ok=True)
@@ -233,10 +235,15 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
             print(f"{side} seed {seed}: stored ({os.path.relpath(item['path'], REPO)})", flush=True)
             continue
         run_dir = os.path.join(work_dir, f"{side}-seed{seed}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.makedirs(run_dir)
+        resuming = resumable is not None and resumable(item, run_dir)
+        stale = os.path.join(run_dir, "result.json")
+        if resuming and os.path.exists(stale):  # the interrupted process's result is not this run's
+            os.remove(stale)
+        elif not resuming:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            os.makedirs(run_dir)
         job = make_job(item, run_dir)
-        print(f"{side} seed {seed}: running in {run_dir}", flush=True)
+        print(f"{side} seed {seed}: {'resuming' if resuming else 'running'} in {run_dir}", flush=True)
         record = run_process(job, run_dir, timeout, script, env=env)
         if bench._STOP["signal"] is not None:
             print(f"stopped by {signal.Signals(bench._STOP['signal']).name}; this run is not stored", flush=True)

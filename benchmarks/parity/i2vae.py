@@ -117,12 +117,22 @@ text in the run folder, each pattern must be found, the patches made are listed 
    selects nothing (their loop saves the weights after every epoch, and ``callback.py`` loads the
    last) and draws no random number (it puts the model in eval mode, and every training epoch puts
    it back in train mode), so the pseudo-sequences are the same; the section reports that one test.
+10. Resume: in their ``train()`` the running maxima (``best_* = 0``) start from the saved state, the
+   epoch loop starts after the saved epoch, and after each epoch's log record the state is saved
+   (``<run folder>/epoch-state.pt``: the model, the optimizer, the maxima, the random states, the log's
+   length; ``EpochState``). A run's process killed (the end of a session, a timeout) resumes from its
+   last saved epoch when the same command is given again with the same ``--work_dir``, and logs what
+   it would have logged uninterrupted. No value of theirs is changed. Checked once with the smoke
+   run's settings and ``--epochs 3``: stopped (SIGTERM) after the first epoch and given again, its
+   three epochs' metrics and losses are those of an uninterrupted run, to the logged digit.
 
 Results: each (side, seed) run is stored as soon as it ends as
 ``benchmarks/results/parity/i2vae-cloth_sport-<E>epochs-<all|Nrows>-authors-seed<seed>.json``
 (atomically; every epoch's metrics, the maximum and last epoch, the group sizes, seconds, the
 pseudo-sequence step's record, the patches, the authors' files' git blob ids); a rerun skips a run
-stored ``ok`` with the same settings unless ``--redo``. The section
+stored ``ok`` with the same settings unless ``--redo``. A run interrupted after an epoch resumes from
+it (adjustment 10) when its folder is still there: give ``--work_dir`` for runs longer than a sitting
+(the default temporary folder is not found again); ``--redo`` starts it over. The section
 ``i2vae-cloth_sport-<E>epochs[-<N>rows]`` of ``benchmarks/results/parity.md`` is rewritten from the
 stored runs after every run, and printed. ``--results_dir`` moves both (a smoke run belongs in a
 folder of its own). With ``--work_dir`` the pseudo-sequences made there are reused by a later
@@ -309,7 +319,7 @@ def prepare_rows(args, work_dir):
 
 
 # ============================================================================ their files, patched
-# (file, pattern, replacement, what it does): applied as text to the copies in a run folder (adjustments 1 to 4)
+# (file, pattern, replacement, what it does): applied as text to the copies in a run folder (adjustments 1 to 4 and 10)
 def patch_rules(seed):
     cpu = [(name, r"\.cuda\(\)", ".cpu()", "CPU: .cuda() -> .cpu()") for name in I2VAE_FILES]
     return [
@@ -318,6 +328,12 @@ def patch_rules(seed):
         ("train_our.py", r"num_workers=8", "num_workers=0", "DataLoader num_workers=8 -> 0"),
         ("train_our.py", r"for i in range\(5\):", f"for i in [{int(seed)}]:", f"their seed loop range(5) -> [{int(seed)}]"),
         ("dataset.py", r"random\.sample\((\w+), ", r"random.sample(tuple(\1), ", "random.sample(set) -> random.sample(tuple(set)) (Python 3.10's)"),
+        # adjustment 10: their train() resumes from, and saves, the state after each epoch (EpochState)
+        ("train_our.py", r"(?m)^(    )(best_\w+) = 0$", rf"\1\2 = {EPOCH_STATE}.best('\2')", "resume: the running maxima from the epoch state"),
+        ("train_our.py", r"(?m)^    for epoch in range\(args_config\.epoch\):$",
+         f"    for epoch in range({EPOCH_STATE}.restore(model, optimizer), args_config.epoch):", "resume: from the epoch after the saved one"),
+        ("train_our.py", r'(?m)^(        )# upload_model\(save_name,name="MRAGN_vis"\)$', rf"\1{EPOCH_STATE}.save(epoch, model, optimizer, locals())",
+         "resume: the state saved after each epoch's log record"),
     ]
 
 
@@ -409,6 +425,98 @@ def their_maximum_agrees(epochs, maximum):
 
 
 # ============================================================================ the runs' processes
+def resumable(item, run_dir):
+    """Whether ``run_dir`` holds the state an interrupted run of ``item``'s settings saved after an epoch,
+    readable (a state that is not would fail every later attempt: the run starts over instead)."""
+    key_file, state_file = os.path.join(run_dir, RESUME_KEY_FILE), os.path.join(run_dir, EPOCH_STATE_FILE)
+    if not (os.path.isfile(state_file) and os.path.isfile(key_file)):
+        return False
+    with open(key_file, encoding="utf-8") as handle:
+        if handle.read().strip() != parity.settings_key(item["settings"]):
+            return False
+    import torch
+
+    try:
+        torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- any unreadable state: the run starts over
+        print(f"{state_file}: not readable ({type(exc).__name__}); the run starts over", flush=True)
+        return False
+    return True
+
+
+RESUME_KEY_FILE = "resume-key.txt"  # the settings key of the run that saves its epoch state in the folder
+EPOCH_STATE = "_parity_epoch_state"  # the name their patched train() calls the EpochState by (a global of their script)
+EPOCH_STATE_FILE = "epoch-state.pt"
+
+
+class EpochState:
+    """Their run's state after each epoch, in ``path``, and its resume (adjustment 10): their ``train()``
+    calls ``best(name)`` for each running maximum's start, ``restore(model, optimizer)`` for the first
+    epoch to run, and ``save(epoch, model, optimizer, locals())`` after each epoch's log record.
+
+    Saved (atomically): the epoch, the model's and the optimizer's states, their ``best_*`` maxima,
+    the random states their run draws from (torch, numpy, Python's ``random``: the rows' order and
+    negatives, dropout, the reparameterisation's noise), the length of their log file and the
+    recorder's loop times. A resume restores all of it and cuts their log file back to that length
+    (a record logged after the last save is written again), so an interrupted run, resumed, logs what
+    it would have logged without the interruption."""
+
+    def __init__(self, path, log_file, recorder):
+        self.path, self.log_file, self.recorder = path, log_file, recorder
+        self.resumed_after = []  # the epochs (1-based) a process of this run resumed after
+        self._state = None
+        if os.path.exists(path):
+            import torch
+
+            self._state = torch.load(path, map_location="cpu", weights_only=True)
+
+    def best(self, name):
+        return self._state["best"][name] if self._state else 0
+
+    def restore(self, model, optimizer):
+        """Load the saved state into ``model``, ``optimizer`` and the random generators; the first epoch to run (0-based)."""
+        if not self._state:
+            return 0
+        import random
+
+        import numpy as np
+        import torch
+
+        state = self._state
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        kind, keys, position, has_gauss, cached = state["numpy_rng"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        with open(self.log_file, "r+b") as handle:
+            handle.truncate(state["log_bytes"])
+        self.recorder.loops = list(state["loops"])
+        self.resumed_after = [*state["resumed_after"], state["epoch"] + 1]
+        return state["epoch"] + 1
+
+    def save(self, epoch, model, optimizer, names):
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, position, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state = {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            # their metrics are numpy floats: plain floats (the same values) load without pickled classes
+            "best": {name: float(value) for name, value in names.items() if name.startswith("best_")},
+            "torch_rng": torch.get_rng_state(), "numpy_rng": [kind, keys.tolist(), position, has_gauss, cached],
+            "python_rng": [version, list(internal), gauss], "log_bytes": os.path.getsize(self.log_file),
+            "loops": self.recorder.loops, "resumed_after": self.resumed_after,
+        }
+        temporary = f"{self.path}.tmp"
+        torch.save(state, temporary)
+        os.replace(temporary, self.path)
+
+
 class Recorder:
     """Seconds of their loops, the test rows' groups and LightGCN's epochs (adjustment 8)."""
 
@@ -569,6 +677,8 @@ def authors_job(job):
     for name in I2VAE_FILES:  # their modules, not any of the same name imported before
         sys.modules.pop(name[:-3], None)
     recorder = Recorder()
+    log = os.path.join(run_dir, OUTPUT_DIR, f"log{job['seed']}.txt")
+    epoch_state = EpochState(os.path.join(run_dir, EPOCH_STATE_FILE), log, recorder)  # adjustment 10
     real_tqdm = tqdm.tqdm
     tqdm.tqdm = recorder.timed_tqdm(real_tqdm)  # adjustment 8; their modules import it by name
     try:
@@ -580,11 +690,10 @@ def authors_job(job):
             source = handle.read()
         sys.argv = ["train_our.py", *job["argv"]]
         start = time.perf_counter()
-        exec(compile(source, script, "exec"), {"__name__": "__main__", "__file__": script})
+        exec(compile(source, script, "exec"), {"__name__": "__main__", "__file__": script, EPOCH_STATE: epoch_state})
         script_seconds = time.perf_counter() - start
     finally:
         tqdm.tqdm = real_tqdm
-    log = os.path.join(run_dir, OUTPUT_DIR, f"log{job['seed']}.txt")
     with open(log, encoding="utf-8") as handle:
         epochs = parse_log(handle.read())
     if len(epochs) != job["epochs"]:
@@ -607,6 +716,7 @@ def authors_job(job):
         "test_seconds_per_epoch": [loop["seconds"] for loop in test],
         "train_seconds": sum(loop["seconds"] for loop in train),
         "script_seconds": script_seconds,
+        "resumed_after_epochs": epoch_state.resumed_after,
         "their_log_all": log_all,
         "patches": job["patches"],
         "pools_from_whole_files": bool(job.get("whole_files")),
@@ -864,7 +974,9 @@ def main(argv=None):
     def make_job(item, run_dir):
         seed = item["seed"]
         patches = copy_patched(args.authors_repo, run_dir, seed)
-        os.makedirs(os.path.join(run_dir, "dataset"))
+        with open(os.path.join(run_dir, RESUME_KEY_FILE), "w", encoding="utf-8") as handle:
+            handle.write(parity.settings_key(item["settings"]) + "\n")
+        os.makedirs(os.path.join(run_dir, "dataset"), exist_ok=True)
         shutil.copyfile(os.path.join(work_dir, "psg", UPDATED_TRAIN_CSV), os.path.join(run_dir, UPDATED_TRAIN_CSV))
         shutil.copyfile(rows["test"], os.path.join(run_dir, TEST_CSV))
         whole = None if args.rows is None else {"train": os.path.join(args.authors_repo, TRAIN_CSV), "test": os.path.join(args.authors_repo, TEST_CSV)}
@@ -877,7 +989,8 @@ def main(argv=None):
                       train_row_numbers=rows["train_rows"], test_row_numbers=rows["test_rows"])
 
     return parity.execute_plan(plan, state, script=SCRIPT, work_dir=work_dir, temporary=temporary, timeout=args.timeout,
-                               results_dir=results_dir, make_job=make_job, finish_record=finish_record, render=render_section)
+                               results_dir=results_dir, make_job=make_job, finish_record=finish_record, render=render_section,
+                               resumable=lambda item, run_dir: not args.redo and resumable(item, run_dir))
 
 
 if __name__ == "__main__":
