@@ -163,8 +163,7 @@ class SafeCheckpointMixin:
         self.saved_model_file = broadcast_object(self.saved_model_file)
         # option save_last_checkpoint: the state after every evaluated epoch, beside the best one
         self.save_last_checkpoint = bool(config["save_last_checkpoint"])
-        root, extension = os.path.splitext(self.saved_model_file)
-        self.last_model_file = f"{root}-last{extension}"
+        self.last_model_file = last_model_file_of(self.saved_model_file)
         # option eval_test_every_epoch: the test split's metrics after every validation, for reporting
         # what a selection on the test split (some papers' protocol) would give; never for selection
         self.report_test_data, self.test_results_per_epoch = None, []

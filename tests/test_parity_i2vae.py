@@ -182,15 +182,26 @@ def test_an_interrupted_run_of_theirs_resumes_from_its_last_epoch_as_if_never_st
     assert resumed == expected
     assert all(torch.equal(resumed_weights[key], weights[key]) for key in weights)
     assert state.recorder.loops == first_loops  # the loop times of the epochs before the interruption, kept
+    assert state.earlier_seconds > 0  # the stopped process's seconds up to its last save, counted in the run's total
+    record = {"process_seconds": 2.0, "earlier_processes_seconds": state.earlier_seconds, "resumed_after_epochs": state.resumed_after}
+    assert i2vae.total_seconds(record) == 2.0 + state.earlier_seconds and i2vae.resumed_status(record) == "ok (resumed after epoch 2)"
+    assert i2vae.resumed_status({}) == "ok" and i2vae.total_seconds({"process_seconds": 2.0}) == 2.0
 
-    # a folder without a state starts at epoch 0; the resume key names the settings
-    item = {"settings": {"seed": 0, "epochs": 5}}
-    assert not i2vae.resumable(item, str(whole / "none"))
-    (stopped / i2vae.RESUME_KEY_FILE).write_text(i2vae.parity.settings_key(item["settings"]) + "\n")
-    assert i2vae.resumable(item, str(stopped))
-    assert not i2vae.resumable({"settings": {"seed": 0, "epochs": 6}}, str(stopped))
+    # a resumed run that had written their log_all.txt (after its last epoch) before it was stopped writes it once
+    (stopped / "log_all.txt").write_text("the stopped process's averages\n")
+    run_their_train(run_dir, stopped, 5)
+    assert not (stopped / "log_all.txt").exists()
+
+    # a folder without a state starts at epoch 0; the resume key names the settings, the pseudo-sequences and the patches
+    key = i2vae.resume_key({"seed": 0, "epochs": 5}, "blob", ["a patch"])
+    assert not i2vae.resumable(str(whole / "none"), key)
+    (stopped / i2vae.RESUME_KEY_FILE).write_text(key + "\n")
+    assert i2vae.resumable(str(stopped), key)
+    for other in (i2vae.resume_key({"seed": 0, "epochs": 6}, "blob", ["a patch"]), i2vae.resume_key({"seed": 0, "epochs": 5}, "other", ["a patch"]),
+                  i2vae.resume_key({"seed": 0, "epochs": 5}, "blob", ["another patch"])):
+        assert not i2vae.resumable(str(stopped), other)
     (stopped / i2vae.EPOCH_STATE_FILE).write_bytes(b"not a state")  # unreadable: started over, not failed every time
-    assert not i2vae.resumable(item, str(stopped))
+    assert not i2vae.resumable(str(stopped), key)
 
 
 FAKE_DATASET_CLASS = (

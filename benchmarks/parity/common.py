@@ -217,8 +217,8 @@ def plan_runs(args, results_dir, side_settings, run_path):
 
 
 def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_dir, make_job, finish_record, render, env=None,
-                 resumable=None):
-    """Run every plan item not stored, each in its own process in ``work_dir/<side>-seed<seed>``:
+                 resumable=None, runs_folder=None):
+    """Run every plan item not stored, each in its own process in ``work_dir/[runs_folder/]<side>-seed<seed>``:
     ``make_job(item, run_dir)`` fills the run folder and gives the job; the record is completed by
     ``finish_record(item, record)``, stored atomically as soon as the run ends, and the section
     (``render(state)``) rewritten after every run. A run folder is emptied first, unless
@@ -234,7 +234,7 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
             state["records"][(side, seed)] = read_run(item["path"])
             print(f"{side} seed {seed}: stored ({os.path.relpath(item['path'], REPO)})", flush=True)
             continue
-        run_dir = os.path.join(work_dir, f"{side}-seed{seed}")
+        run_dir = os.path.join(work_dir, *([runs_folder] if runs_folder else []), f"{side}-seed{seed}")
         resuming = resumable is not None and resumable(item, run_dir)
         stale = os.path.join(run_dir, "result.json")
         if resuming and os.path.exists(stale):  # the interrupted process's result is not this run's

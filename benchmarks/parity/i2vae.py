@@ -13,9 +13,9 @@ a9ec2faf7b0a5e10146899d276e47e36c15b6098, whose ``train_our.py``, ``model.py``, 
 ``utils.py``, ``callback.py``, ``LightGCN/code/*.py``, ``LightGCN/data/cloth_sport/`` and
 ``dataset/cloth_sport_{train,test_csu_updated}.csv`` are all it needs; the git blob ids of these
 files at that commit are in ``AUTHORS_BLOBS``). Nothing of their code or data is part of this
-repository: every run copies what it needs from ``PATH`` into a fresh folder under ``--work_dir``
-(default: a temporary folder, removed after a successful run) and runs it there in a process of its
-own; their checkout is only read.
+repository: every run copies what it needs from ``PATH`` into a folder of its own under ``--work_dir``
+(default: a temporary folder, removed after a successful run; the folder is fresh unless the run
+resumes, adjustment 10) and runs it there in a process of its own; their checkout is only read.
 
 The data are their own: ``--dataset`` cloth_sport (the README's ``-dm``; the only dataset whose
 training rows this script regenerates), one row per (user, target domain):
@@ -141,7 +141,7 @@ command with the same ``--rows`` and LightGCN settings (unless ``--redo``).
 Bad arguments (a missing file in ``--authors_repo``, another ``--dataset``, a sample without a
 cold-start test row in a domain, ...) end with ``error: ...`` and exit code 2 before anything runs.
 Exit code 1 when the pseudo-sequence step or a run failed (its output is in
-``<work_dir>/psg/output.log`` or ``<work_dir>/authors-seed<seed>/output.log``, kept), else 0.
+``<work_dir>/psg/output.log`` or ``<work_dir>/<section>/authors-seed<seed>/output.log``, kept), else 0.
 """
 
 import argparse
@@ -350,13 +350,17 @@ def patched_sources(sources, seed):
     return texts, patches
 
 
-def copy_patched(authors_repo, run_dir, seed):
-    """Their i2VAE files, patched, into ``run_dir``; returns the patches made."""
+def their_sources(authors_repo):
     sources = {}
     for name in I2VAE_FILES:
         with open(os.path.join(authors_repo, name), encoding="utf-8") as handle:
             sources[name] = handle.read()
-    texts, patches = patched_sources(sources, seed)
+    return sources
+
+
+def copy_patched(authors_repo, run_dir, seed):
+    """Their i2VAE files, patched, into ``run_dir``; returns the patches made."""
+    texts, patches = patched_sources(their_sources(authors_repo), seed)
     for name, text in texts.items():
         with open(os.path.join(run_dir, name), "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -425,14 +429,21 @@ def their_maximum_agrees(epochs, maximum):
 
 
 # ============================================================================ the runs' processes
-def resumable(item, run_dir):
-    """Whether ``run_dir`` holds the state an interrupted run of ``item``'s settings saved after an epoch,
+def resume_key(settings, train_blob, patches):
+    """What a saved epoch state must have been trained with to be resumed: the run's settings, the
+    training rows' pseudo-sequences (their file's blob id: a regenerated file may differ) and the
+    patches made to their code."""
+    return parity.settings_key({"settings": settings, "train_updated_blob": train_blob, "patches": patches})
+
+
+def resumable(run_dir, key):
+    """Whether ``run_dir`` holds the state an interrupted run of resume key ``key`` saved after an epoch,
     readable (a state that is not would fail every later attempt: the run starts over instead)."""
     key_file, state_file = os.path.join(run_dir, RESUME_KEY_FILE), os.path.join(run_dir, EPOCH_STATE_FILE)
     if not (os.path.isfile(state_file) and os.path.isfile(key_file)):
         return False
     with open(key_file, encoding="utf-8") as handle:
-        if handle.read().strip() != parity.settings_key(item["settings"]):
+        if handle.read().strip() != key:
             return False
     import torch
 
@@ -456,14 +467,18 @@ class EpochState:
 
     Saved (atomically): the epoch, the model's and the optimizer's states, their ``best_*`` maxima,
     the random states their run draws from (torch, numpy, Python's ``random``: the rows' order and
-    negatives, dropout, the reparameterisation's noise), the length of their log file and the
-    recorder's loop times. A resume restores all of it and cuts their log file back to that length
-    (a record logged after the last save is written again), so an interrupted run, resumed, logs what
-    it would have logged without the interruption."""
+    negatives, dropout, the reparameterisation's noise), the length of their log file, the
+    recorder's loop times and the seconds the run's processes took up to the save. A resume restores
+    all of it, cuts their log file back to that length (a record logged after the last save is
+    written again) and removes their ``log_all.txt`` (written after the last epoch, by a process
+    that ended before its run was stored), so an interrupted run, resumed, logs what it would have
+    logged without the interruption."""
 
     def __init__(self, path, log_file, recorder):
         self.path, self.log_file, self.recorder = path, log_file, recorder
         self.resumed_after = []  # the epochs (1-based) a process of this run resumed after
+        self.earlier_seconds = 0.0  # the earlier processes' seconds, up to their last save
+        self._started = time.perf_counter()
         self._state = None
         if os.path.exists(path):
             import torch
@@ -492,7 +507,11 @@ class EpochState:
         random.setstate((version, tuple(internal), gauss))
         with open(self.log_file, "r+b") as handle:
             handle.truncate(state["log_bytes"])
+        log_all = os.path.join(os.path.dirname(self.log_file), "log_all.txt")
+        if os.path.exists(log_all):
+            os.remove(log_all)
         self.recorder.loops = list(state["loops"])
+        self.earlier_seconds = state["seconds"]
         self.resumed_after = [*state["resumed_after"], state["epoch"] + 1]
         return state["epoch"] + 1
 
@@ -511,6 +530,7 @@ class EpochState:
             "torch_rng": torch.get_rng_state(), "numpy_rng": [kind, keys.tolist(), position, has_gauss, cached],
             "python_rng": [version, list(internal), gauss], "log_bytes": os.path.getsize(self.log_file),
             "loops": self.recorder.loops, "resumed_after": self.resumed_after,
+            "seconds": self.earlier_seconds + time.perf_counter() - self._started,
         }
         temporary = f"{self.path}.tmp"
         torch.save(state, temporary)
@@ -717,6 +737,7 @@ def authors_job(job):
         "train_seconds": sum(loop["seconds"] for loop in train),
         "script_seconds": script_seconds,
         "resumed_after_epochs": epoch_state.resumed_after,
+        "earlier_processes_seconds": epoch_state.earlier_seconds,
         "their_log_all": log_all,
         "patches": job["patches"],
         "pools_from_whole_files": bool(job.get("whole_files")),
@@ -808,6 +829,17 @@ def psg_lines(view, record):
             "LightGCN checkpoint, not in their repository)."]
 
 
+def total_seconds(record):
+    """The run's seconds: its process, and the earlier processes of a resumed run (None if unknown)."""
+    seconds = record.get("process_seconds")
+    return None if seconds is None else seconds + (record.get("earlier_processes_seconds") or 0.0)
+
+
+def resumed_status(record):
+    after = record.get("resumed_after_epochs") or []
+    return "ok" + (f" (resumed after epoch {', '.join(map(str, after))})" if after else "")
+
+
 def render_section(state):
     view, records = state["view"], state["records"]
     lines, done = parity.section_head(state)
@@ -828,7 +860,8 @@ def render_section(state):
         "each metric on its own (no validation split, no model selection); *last*: the model after the last epoch. From their "
         "log, four decimals.",
         ours_line(ours, rows),
-        "- Train s/epoch: a pass over the training rows; test s/epoch: their test after it; total s: the run's process.",
+        "- Train s/epoch: a pass over the training rows; test s/epoch: their test after it; total s: the run's process (and, for a "
+        "run resumed after an interruption, its earlier processes up to their last saved epoch).",
     ]
     code = state.get("authors_code")
     if code:
@@ -860,7 +893,7 @@ def render_section(state):
                     title, str(seed), domain, group, "–" if count is None else str(count),
                     *metric_cells(record["max_over_epochs"][domain][group]), *metric_cells(record["last_epoch"][domain][group]),
                     str(len(record["epochs"])), bench.fmt_seconds(train_s), bench.fmt_seconds(test_s),
-                    bench.fmt_seconds(record.get("process_seconds")), "ok",
+                    bench.fmt_seconds(total_seconds(record)), resumed_status(record),
                 ]) + " |")
     if len(ok) > 1:
         for _, domain in DOMAINS:
@@ -971,11 +1004,15 @@ def main(argv=None):
         "ours": our_runs(),
     }
 
+    def key_of(item):
+        _, patches = patched_sources(their_sources(args.authors_repo), item["seed"])
+        return resume_key(item["settings"], psg["train_updated_blob"], patches)
+
     def make_job(item, run_dir):
         seed = item["seed"]
         patches = copy_patched(args.authors_repo, run_dir, seed)
         with open(os.path.join(run_dir, RESUME_KEY_FILE), "w", encoding="utf-8") as handle:
-            handle.write(parity.settings_key(item["settings"]) + "\n")
+            handle.write(key_of(item) + "\n")
         os.makedirs(os.path.join(run_dir, "dataset"), exist_ok=True)
         shutil.copyfile(os.path.join(work_dir, "psg", UPDATED_TRAIN_CSV), os.path.join(run_dir, UPDATED_TRAIN_CSV))
         shutil.copyfile(rows["test"], os.path.join(run_dir, TEST_CSV))
@@ -990,7 +1027,8 @@ def main(argv=None):
 
     return parity.execute_plan(plan, state, script=SCRIPT, work_dir=work_dir, temporary=temporary, timeout=args.timeout,
                                results_dir=results_dir, make_job=make_job, finish_record=finish_record, render=render_section,
-                               resumable=lambda item, run_dir: not args.redo and resumable(item, run_dir))
+                               resumable=lambda item, run_dir: not args.redo and resumable(run_dir, key_of(item)),
+                               runs_folder=state["section"])  # a run of other epochs or rows never takes this one's folder
 
 
 if __name__ == "__main__":
