@@ -41,7 +41,12 @@ Seconds on this machine's 2-core CPU, busy with other runs, one torch thread, me
 smoke run below: one LightGCN epoch (36 batches of 2048 of the 72,859 pairs) 16 s, and their test of
 it (every 10 epochs, the first before training) 97 s: the default 1000 epochs are about 4.5 hours of
 training plus 2.7 hours of their 100 tests. ``callback.py`` took 17 s for its one batch of the
-smoke's 300 rows; the whole file is 19 batches of up to 1024 rows, some 5 to 10 minutes.
+smoke's 300 rows; the whole file is 19 batches of up to 1024 rows, some 5 to 10 minutes. Measured on
+the whole files (``--epochs 10 --lightgcn_epochs 100 --lightgcn_tests last``, the same machine, the
+other core busy): LightGCN 12.4 s an epoch, its one test 50 s, ``callback.py`` 48 s; then 160 s an
+epoch of ``train_our.py`` over the training rows and 56 s for its test, 10 epochs in 36 minutes: the
+README's 100 epochs are about 6 hours a seed, its 5 seeds 30 hours, on one core (a run resumes
+across sittings, adjustment 10).
 
 ``--rows N`` (a smoke run) keeps a fixed random sample of N rows of each of the two files (numpy
 ``default_rng(0)`` over the row numbers, rows unchanged); the pseudo-sequences are generated for the
@@ -53,9 +58,7 @@ a domain is refused (their ``test()`` fails on an empty group). The smoke run in
 (``--rows 300``, one epoch, one LightGCN epoch) takes about 4 minutes: the LightGCN step above
 (3 minutes), then one epoch of ``train_our.py``, 4.4 to 6.9 s over the 300 training rows (one
 batch) and 5.6 to 8.9 s for their test of 300 rows (two runs, the same metrics, the machine's load
-differing). At that rate (linear in the rows) an epoch of the whole files (18,537 + 4,635 rows) is
-about 6 to 9.5 minutes, 100 epochs 10 to 16 hours a seed, the README's 5 seeds 2 to 3.3 days, on
-one core.
+differing); the whole files take less than that rate (linear in the rows) predicts (above).
 
 Settings: the README's command (``run.sh``): ``train_our.py -m output -dm cloth_sport
 --kl_lambda_1 0.005 --kl_lambda_2 0.005 --kl_lambda_1_t 0.001 --kl_lambda_2_t 0.001 --lr 8e-4 --KLD1
