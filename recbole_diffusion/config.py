@@ -38,7 +38,7 @@ PLUGIN_MODELS_ONLY = ("train_neg_sample_args",)
 # options read by this plugin that no YAML may list for a given dataset (the cross-domain ones,
 # docs/cross-domain.md), and the launch settings RecBole's multi-process route passes as options
 PLUGIN_FEATURE_OPTIONS = frozenset({
-    "domain_field", "domain_names", "dataset_domain", "eval_negatives", "long_tail_length", "row_split",
+    "domain_field", "domain_names", "dataset_domain", "eval_negatives", "eval_negative_pool", "long_tail_length", "row_split",
     "local_rank", "world_size", "nproc", "ip", "port", "offset", "single_spec", "model", "dataset",
 })
 RECBOLE_ARGUMENTS = frozenset(

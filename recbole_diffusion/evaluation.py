@@ -360,7 +360,10 @@ class DomainCandidateMixin:
         self.in_main_process = not config["worker"]
         on_device = self.in_main_process and not self.eval_negatives
         self.mask_device = torch.device(self.candidate_device) if on_device else torch.device("cpu")
-        self.domain_items = torch.from_numpy(dataset.domain_items).to(self.mask_device)
+        candidates = dataset.domain_items
+        if self.eval_negatives and config.plugin_options["cross_domain"]["eval_negative_pool"] == "rows":
+            candidates = dataset.row_items  # the items of this part's rows (option eval_negative_pool)
+        self.domain_items = torch.from_numpy(candidates).to(self.mask_device)
         self.user_items = getattr(dataset, "user_items", None)
 
     def collate_fn(self, index):

@@ -186,14 +186,57 @@ def test_candidates_full_ranking_and_sampled(rows_data, in_tmp_dir):
             assert np.array_equal(shown, np.flatnonzero(dataset.domain_items[int(interaction["target_domain"][row])]))
             assert not hidden[row, positive_i[row]]
     _, dataset, _, _, test = prepare_rows(rows_data, eval_negatives=7)
+    check_sampled(dataset, test, 7)
+
+
+def check_sampled(dataset, loader, k, pools=None):
+    """Every row of ``loader`` ranks its positive among ``k`` negatives (fewer when fewer exist) of its
+    domain's items the user never interacted with, and, given ``pools`` (per domain), in the pool.
+    Returns how many rows had unseen items outside their pool."""
     indptr, user_items = dataset.user_items
-    for interaction, hidden, _, positive_i in test:
+    outside = 0
+    for interaction, hidden, _, positive_i in loader:
         for row in range(len(interaction)):
             shown = set(torch.nonzero(~hidden[row]).squeeze(1).tolist())
             user, domain = int(interaction["user_id"][row]), int(interaction["target_domain"][row])
             negatives = shown - {int(positive_i[row])}
             unseen = set(np.flatnonzero(dataset.domain_items[domain]).tolist()) - set(user_items[indptr[user] : indptr[user + 1]].tolist())
-            assert int(positive_i[row]) in shown and negatives <= unseen and len(negatives) == min(7, len(unseen))
+            allowed = unseen if pools is None else unseen & pools[domain]
+            assert int(positive_i[row]) in shown and negatives <= allowed and len(negatives) == min(k, len(allowed))
+            outside += len(unseen - allowed) > 0
+    return outside
+
+
+def test_sampled_negatives_can_come_from_the_evaluated_parts_rows_only(tmp_path, in_tmp_dir):
+    """eval_negative_pool: rows: the negatives of a test row are items of its domain that occur in the
+    test rows' lists (the authors' test pool), less the user's items; each part has its own pool."""
+    # items that only user 200 (whose rows are train rows) has: in no test row's list
+    sequences = {**SEQUENCES, 200: ([5, 7, 5, 9, 5, 801, 802], [101, 102, 103, 851])}
+    data = write_row_dataset(tmp_path, sequences=sequences)
+    _, dataset, _, valid, test = prepare_rows(data, eval_negatives=7, eval_negative_pool="rows")
+    _, test_rows = make_rows(sequences)
+    ids = dataset.field2token_id["item_id"]
+    pools = [{ids[str(item)] for row in test_rows for item in row[f"seq_d{d + 1}"]} for d in (0, 1)]
+    assert check_sampled(dataset, test, 7, pools)  # the test rows do not hold every item: narrower than the default's pool
+    assert not np.array_equal(valid._dataset.row_items, test._dataset.row_items)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval_negative_pool": "test"}, "eval_negative_pool must be all"),
+    ({"eval_negative_pool": "rows"}, "set eval_negatives"),
+])
+def test_a_bad_negative_pool_is_refused(rows_data, in_tmp_dir, overrides, message):
+    from recbole_diffusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        prepare_rows(rows_data, **overrides)
+
+
+def test_the_rows_pool_needs_the_row_protocol(rows_data, in_tmp_dir):
+    from recbole_diffusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only row_split has"):
+        prepare(rows_data, eval_negatives=7, eval_negative_pool="rows")
 
 
 @pytest.mark.parametrize("model", ["i2VAE", "SASRec"])

@@ -12,6 +12,8 @@ Options (dataset YAML, e.g. ``properties/dataset/cloth-sport.yaml``):
 - ``eval_negatives``: ``~`` = full ranking over the target domain's items; N = the positive and
   N negatives drawn from the target domain's items the user never interacted with (the authors'
   1 + 999 protocol, for comparison);
+- ``eval_negative_pool`` (with ``eval_negatives`` and ``row_split``): ``all`` (default) = those
+  items; ``rows`` = only those that occur in the evaluated part's rows (the authors' test pool);
 - ``row_split``: ``~`` = the leave-one-out above; a dict = the i2VAE authors' row protocol: the
   samples are the rows of their train and test CSV files, a validation part drawn from the train
   rows (docs/cross-domain.md, "The authors' row protocol").
@@ -61,7 +63,7 @@ def cross_domain_options(config):
 
     Returns a dict: ``domain_field`` (str or None), ``domain_names`` ({token: name} or None),
     ``dataset_domain`` (str or None), ``long_tail_length`` (int), ``eval_negatives`` (int or None),
-    ``row_split`` (the dict of :func:`row_split_option`, or None).
+    ``eval_negative_pool`` ("all" or "rows"), ``row_split`` (the dict of :func:`row_split_option`, or None).
     """
     field, single = config["domain_field"], config["dataset_domain"]
     if field is None and single is None:
@@ -110,8 +112,27 @@ def cross_domain_options(config):
             "eval_args mode: cross-domain evaluation ranks over the target domain's items (mode: full); for the "
             "authors' 1 + 999 protocol set eval_negatives: 999 instead of a sampled mode"
         )
+    row_split = row_split_option(config, single)
     return {"domain_field": field, "domain_names": names, "dataset_domain": None if single is None else str(single),
-            "long_tail_length": tail, "eval_negatives": negatives, "row_split": row_split_option(config, single)}
+            "long_tail_length": tail, "eval_negatives": negatives, "eval_negative_pool": negative_pool_option(config, negatives, row_split),
+            "row_split": row_split}
+
+
+def negative_pool_option(config, negatives, row_split):
+    """The checked ``eval_negative_pool``: "all" (default: the target domain's items the user never
+    interacted with) or "rows" (of those, only the items that occur in the evaluated part's rows: the
+    i2VAE authors' test pool, which needs ``eval_negatives`` and ``row_split``)."""
+    value = config["eval_negative_pool"]
+    if value is None or value == "all":
+        return "all"
+    if value != "rows":
+        raise ConfigError(f"eval_negative_pool must be all (default) or rows, got {value!r}")
+    if negatives is None:
+        raise ConfigError("eval_negative_pool: rows draws sampled negatives; set eval_negatives (e.g. 999) too, or leave it at all")
+    if row_split is None:
+        raise ConfigError("eval_negative_pool: rows takes the items of the evaluated part's rows, which only row_split has; set row_split "
+                          "or leave it at all")
+    return "rows"
 
 
 def row_split_option(config, single):
@@ -176,7 +197,9 @@ class CrossDomainSequentialDataset(SequentialDataset):
 
     After ``build()`` the parent dataset (and every split, which are shallow copies) carries:
     ``domain_tokens`` (raw tokens, X first), ``domain_display_names``, ``domain_items`` (bool
-    [2, item_num]: items occurring in each domain, anywhere in the file) and ``train_interactions``
+    [2, item_num]: items occurring in each domain, anywhere in the file), ``row_items`` (under
+    ``row_split``, each split's own: bool [2, item_num], the items of each domain's lists in that
+    part's rows; None otherwise) and ``train_interactions``
     (``(users, items, domains)`` arrays of every train-part interaction, what a pre-trained
     component such as i2VAE's pseudo-sequence generator may be fitted on; under ``row_split`` the
     training rows' interactions without any valid or test target, :func:`_row_train_interactions`).
@@ -315,7 +338,9 @@ class CrossDomainSequentialDataset(SequentialDataset):
         single = options["domain_id"]  # a per-domain file: its domain's rows, as its domain 0
         interaction_of = {(u, d, i): k for k, (u, d, i) in enumerate(zip(users.tolist(), domains.tolist(), items.tolist()))}
         samples = {key: [] for key in ("interaction", "domain", "own", "other", "phase")}
+        self._phase_items = np.zeros((3, 2, self.item_num), dtype=bool)
         for row, phase in zip(train_rows + test_rows, phases):
+            self._mark_row_items(row, phase, single)  # every row of the part, also the other domain's of a per-domain file
             if single is not None and row["domain"] != single:
                 continue
             user = self._row_token_id(row, ROW_USER, self.uid_field, row["user"])
@@ -340,6 +365,14 @@ class CrossDomainSequentialDataset(SequentialDataset):
             samples, users[samples["interaction"]], items[samples["interaction"]], self.item_num
         )
         return samples
+
+    def _mark_row_items(self, row, phase, single):
+        """Mark the items of the row's lists (of the file's domain, for a per-domain file) as items of
+        its part (option ``eval_negative_pool: rows``); a token the file does not hold is no candidate."""
+        ids = self.field2token_id[self.iid_field]
+        for d, source in enumerate([single] if single is not None else [0, 1]):
+            found = [ids[token] for token in row["lists"][source] if token in ids]
+            self._phase_items[phase, d, found] = True
 
     def _row_item_ids(self, row, single):
         """The row's two item lists as internal ids ([X, Y]; a per-domain file: [its list, empty]),
@@ -404,7 +437,13 @@ class CrossDomainSequentialDataset(SequentialDataset):
     def build(self):
         """``[train, valid, test]`` by the split of ``data_augmentation``."""
         self._change_feat_format()
-        return [self.copy(self.inter_feat[np.flatnonzero(self._phase == part)]) for part in (TRAIN, VALID, TEST)]
+        parts = []
+        for part in (TRAIN, VALID, TEST):
+            split = self.copy(self.inter_feat[np.flatnonzero(self._phase == part)])
+            phase_items = getattr(self, "_phase_items", None)  # the row protocol's
+            split.row_items = None if phase_items is None else phase_items[part] & self.domain_items
+            parts.append(split)
+        return parts
 
 
 def _row_train_interactions(samples, sample_users, sample_targets, n_items):
