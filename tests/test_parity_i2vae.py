@@ -433,16 +433,21 @@ def test_our_runs_on_the_same_rows_join_the_section_in_their_columns():
         return {f"{m} ({d}, {g})": value for m in ("hit@10", "ndcg@10") for d in ("cloth", "sport") for g in ("cold-start", "long-tailed", "all")}
 
     test_result = {**epoch(0.3), **{f"users ({d}, {g})": 11.0 for d in ("cloth", "sport") for g in ("cold-start", "long-tailed", "all")}}
-    ours = {2020: {"status": "ok", "seed": 2020, "test_result": test_result, "process_seconds": 50.0, "epoch_seconds": [4.0, 6.0, 5.0],
-                   "test_results_per_epoch": [epoch(0.1), epoch(0.4), epoch(0.2)]},
-            2021: {"status": "failed", "seed": 2021, "process_seconds": 3.0}}
+    ours = {"sampled": {2020: {"status": "ok", "seed": 2020, "test_result": test_result, "process_seconds": 50.0, "epoch_seconds": [4.0, 6.0, 5.0],
+                               "test_results_per_epoch": [epoch(0.1), epoch(0.4), epoch(0.2)]},
+                        2021: {"status": "failed", "seed": 2021, "process_seconds": 3.0}},
+            "sampled_rows": {2020: {"status": "ok", "seed": 2020, "test_result": test_result, "process_seconds": 40.0, "epoch_seconds": [4.0],
+                                    "test_results_per_epoch": [epoch(0.05)]}}}
     state = {"section": "i2vae-cloth_sport-2epochs", "command": "python benchmarks/parity/i2vae.py --authors_repo=PATH", "machine": machine,
              "finished": "now", "authors_code": None, "ours": ours,
              "view": {"dataset": "cloth_sport", "epochs": 2, "rows": None, "threads": 1, "lightgcn_epochs": 1000, "lightgcn_seed": 2020},
              "records": {("authors", 0): stored_run(0, 0.0)}}
     text = i2vae.render_section(state)
     assert "Ours: not run yet" not in text and "--ranking sampled" in text
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| our `i2VAE`")]
+    assert "--ranking sampled_rows" in text and "their pool" in text
+    pool = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| our `i2VAE`, their pool |")]
+    assert len(pool) == 6 and pool[0][4:8] == ["11", "0.0500", "0.0500", "–"]  # the run with the authors' pool, in its own rows
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| our `i2VAE` |")]
     assert len(rows) == 6 + 1  # every domain and group of the ok run, one row for the failed one
     cloth_cold = next(r for r in rows if r[1:4] == ["2020", "cloth", "cold-start"])
     # max over the three epochs 0.4, the last epoch 0.2, no MRR; 3 epochs, 5 s an epoch

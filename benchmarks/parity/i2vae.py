@@ -915,28 +915,37 @@ def render_section(state):
     return "\n".join(lines)
 
 
+# our runs' rankings (benchmarks/i2vae_protocol.py --ranking R) shown beside theirs, and their rows' title
+OUR_RANKINGS = {"sampled": "our `i2VAE`", "sampled_rows": "our `i2VAE`, their pool"}
+
+
 def our_runs():
     """This plugin's i2VAE runs on the same rows with the authors' sampled metric, as stored by
-    ``benchmarks/i2vae_protocol.py --ranking sampled``: {seed: run}."""
+    ``benchmarks/i2vae_protocol.py --ranking R``: {R: {seed: run}} for R in ``OUR_RANKINGS``."""
     from benchmarks import i2vae_protocol as protocol
 
-    runs = protocol.board.stored_runs(os.path.join(protocol.PROTOCOL_DIR, "sampled"), protocol.DATASET)
-    return {seed: run for (label, seed), run in sorted(runs.items()) if label == "i2VAE"}
+    ours = {}
+    for ranking in OUR_RANKINGS:
+        runs = protocol.board.stored_runs(os.path.join(protocol.PROTOCOL_DIR, ranking), protocol.DATASET)
+        ours[ranking] = {seed: run for (label, seed), run in sorted(runs.items()) if label == "i2VAE"}
+    return ours
 
 
 def ours_line(ours, rows=None):
     if rows:
         return "- Ours: not shown beside a sample of the rows (this plugin's runs on the same rows use every row)."
-    if not ours:
-        return ("- Ours: not run yet (`python benchmarks/i2vae_protocol.py --data_path=DATA --seeds S --ranking sampled`, "
-                "this plugin's i2VAE on the same rows).")
+    if not any(ours.values()):
+        return ("- Ours: not run yet (`python benchmarks/i2vae_protocol.py --data_path=DATA --seeds S --ranking sampled` or "
+                "`--ranking sampled_rows`, this plugin's i2VAE on the same rows).")
     return ("- Ours (the rows below the authors'): this plugin's i2VAE on the same rows, from `python benchmarks/i2vae_protocol.py "
-            "--data_path=DATA --seeds S --ranking sampled` (dataset option `row_split`: their train and test rows, 10% of the "
+            "--data_path=DATA --seeds S --ranking sampled` (*our `i2VAE`*) and `--ranking sampled_rows` (*their pool*: the "
+            "negatives drawn only from the items of the test rows, the pool theirs draws from; dataset option "
+            "`eval_negative_pool: rows`) (dataset option `row_split`: their train and test rows, 10% of the "
             "train rows drawn as a validation part; the model's YAML, which differs from their command where "
             "`docs/models/i2VAE.md` says; up to 50 epochs, early stopping after 5 evaluations without a better valid NDCG@10, "
             "so fewer epochs than theirs, which gives their max over epochs more chances). Its test rows are scored after every "
             "epoch against 999 sampled negatives of the target domain (drawn from the items the user never interacted with, "
-            "fixed for the run, where theirs draws anew from the test file's items); *max* and *last* as theirs (last: the "
+            "fixed for the run, where theirs draws anew from the test file's items less the row's own list); *max* and *last* as theirs (last: the "
             "epoch training stopped at); the checkpoint chosen on valid is in `benchmarks/results/i2vae-protocol.md`. Its "
             "long-tailed group is 1 to 3 target-domain items, cold-start excluded (theirs includes them); no MRR.")
 
@@ -949,12 +958,19 @@ def failed_row(title, seed, record):
 
 def ours_rows(ours):
     """Table rows of our runs (``our_runs``), in the authors' columns."""
+    lines = []
+    for ranking, title in OUR_RANKINGS.items():
+        lines += ranking_rows(title, ours.get(ranking) or {})
+    return lines
+
+
+def ranking_rows(title, runs):
     from benchmarks.i2vae_protocol import max_over_epochs
 
     lines = []
-    for seed, run in ours.items():
+    for seed, run in runs.items():
         if run.get("status") != "ok":
-            lines.append(failed_row("our `i2VAE`", seed, run))
+            lines.append(failed_row(title, seed, run))
             continue
         epochs = run.get("test_results_per_epoch") or []
         train_s = mean_std(run.get("epoch_seconds") or [])[0]
@@ -965,7 +981,7 @@ def ours_rows(ours):
                 last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS} if epochs else {}
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
-                    "our `i2VAE`", str(seed), domain, group, "–" if count is None else str(int(count)),
+                    title, str(seed), domain, group, "–" if count is None else str(int(count)),
                     *metric_cells(maximum), *metric_cells(last), str(run.get("epochs_run", len(epochs))), bench.fmt_seconds(train_s), "–",
                     bench.fmt_seconds(run.get("process_seconds")), "ok",
                 ]) + " |")
