@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_config
 from test_cross_domain import cd_config, prepare, two_domain_sequences, write_two_domain_dataset
 from test_i2vae import FAST
 
@@ -230,6 +231,15 @@ def test_a_bad_negative_pool_is_refused(rows_data, in_tmp_dir, overrides, messag
 
     with pytest.raises(ConfigError, match=message):
         prepare_rows(rows_data, **overrides)
+
+
+@pytest.mark.parametrize("option, value", [("eval_negatives", 7), ("eval_negative_pool", "rows"), ("row_split", ROW_SPLIT)])
+def test_a_cross_domain_option_on_a_plain_dataset_is_refused_not_ignored(tiny_data, in_tmp_dir, option, value):
+    from recbole_diffusion.config import Config
+    from recbole_diffusion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"{option} is an option of a cross-domain dataset"):
+        Config(model="SASRec", config_dict=tiny_config(tiny_data, **{option: value}))
 
 
 def test_the_rows_pool_needs_the_row_protocol(rows_data, in_tmp_dir):

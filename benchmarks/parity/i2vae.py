@@ -938,16 +938,16 @@ def ours_line(ours, rows=None):
         return ("- Ours: not run yet (`python benchmarks/i2vae_protocol.py --data_path=DATA --seeds S --ranking sampled` or "
                 "`--ranking sampled_rows`, this plugin's i2VAE on the same rows).")
     return ("- Ours (the rows below the authors'): this plugin's i2VAE on the same rows, from `python benchmarks/i2vae_protocol.py "
-            "--data_path=DATA --seeds S --ranking sampled` (*our `i2VAE`*) and `--ranking sampled_rows` (*their pool*: the "
-            "negatives drawn only from the items of the test rows, the pool theirs draws from; dataset option "
-            "`eval_negative_pool: rows`) (dataset option `row_split`: their train and test rows, 10% of the "
-            "train rows drawn as a validation part; the model's YAML, which differs from their command where "
-            "`docs/models/i2VAE.md` says; up to 50 epochs, early stopping after 5 evaluations without a better valid NDCG@10, "
-            "so fewer epochs than theirs, which gives their max over epochs more chances). Its test rows are scored after every "
-            "epoch against 999 sampled negatives of the target domain (drawn from the items the user never interacted with, "
-            "fixed for the run, where theirs draws anew from the test file's items less the row's own list); *max* and *last* as theirs (last: the "
-            "epoch training stopped at); the checkpoint chosen on valid is in `benchmarks/results/i2vae-protocol.md`. Its "
-            "long-tailed group is 1 to 3 target-domain items, cold-start excluded (theirs includes them); no MRR.")
+            "--data_path=DATA --seeds S --ranking R` (dataset option `row_split`: their train and test rows, 10% of the train rows "
+            "drawn as a validation part; the model's YAML, which differs from their command where `docs/models/i2VAE.md` says; up "
+            "to 50 epochs, early stopping after 5 evaluations without a better valid NDCG@10, so fewer epochs than theirs, which "
+            "gives their max over epochs more chances). Its test rows are scored after every epoch against 999 sampled negatives "
+            "of the target domain, drawn once for the run from the domain's items the user never interacted with: all of them "
+            "(*our `i2VAE`*, `--ranking sampled`), or only those that occur in the test rows, the pool theirs draws from (*their "
+            "pool*, `--ranking sampled_rows`, dataset option `eval_negative_pool: rows`); theirs draws anew at every test, from "
+            "the test file's items less the row's own list. *max* and *last* as theirs (last: the epoch training stopped at); "
+            "the checkpoint chosen on valid is in `benchmarks/results/i2vae-protocol.md`. Its long-tailed group is 1 to 3 "
+            "target-domain items, cold-start excluded (theirs includes them); no MRR.")
 
 
 def failed_row(title, seed, record):

@@ -67,6 +67,10 @@ def cross_domain_options(config):
     """
     field, single = config["domain_field"], config["dataset_domain"]
     if field is None and single is None:
+        for option in ("eval_negatives", "eval_negative_pool", "row_split"):  # read on a two-domain dataset only
+            if config[option] not in (None, "all" if option == "eval_negative_pool" else None):
+                raise ConfigError(f"{option} is an option of a cross-domain dataset (set domain_field or dataset_domain); "
+                                  f"this dataset has neither, so {option}={config[option]!r} would be ignored")
         return None
     if field is not None and single is not None:
         raise ConfigError(
