@@ -25,10 +25,14 @@ Limits, and why they fall on the safe side:
 - settings that point at another run's checkpoint (``checkpoint:<label>``) are left out of the
   synthetic run; the run they point at has a fingerprint of its own, and the settings key of the
   dependent run names it;
-- settings that name files of the real dataset (``DATA_FILE_OPTIONS``: the i2VAE authors' row files
-  of ``row_split``) are left out of the synthetic run, which has no such files, and hashed as values:
-  the synthetic run then checks the model's code path on the leave-one-out samples, not the row
-  reader (``tests/test_cross_domain_rows.py`` tests that);
+- settings that name files of the real dataset or read them (``DATA_FILE_OPTIONS``: the i2VAE
+  authors' row files of ``row_split``, and ``eval_negative_pool``, whose ``rows`` needs them) are left
+  out of the synthetic run, which has no such files, and hashed as values: the synthetic run then
+  checks the model's code path on the leave-one-out samples, not the row reader
+  (``tests/test_cross_domain_rows.py`` tests that);
+- on a per-domain dataset (``dataset_domain``), whose synthetic stand-in is a plain dataset, the
+  cross-domain evaluation options (``CROSS_DOMAIN_ONLY``) are left out of the synthetic run, which
+  refuses them (they never acted there);
 - floating point may differ between CPUs or library builds, so another machine can see another
   fingerprint for the same code: its runs are then redone, never wrongly kept.
 
@@ -72,7 +76,9 @@ UNSEEN = {
 }
 # settings that name files of the real dataset (the i2VAE authors' row files), which the synthetic
 # dataset does not have: left out of the synthetic run, hashed as values
-DATA_FILE_OPTIONS = ("row_split",)
+DATA_FILE_OPTIONS = ("row_split", "eval_negative_pool")
+# options a plain synthetic dataset refuses: left out when the real dataset is a per-domain file
+CROSS_DOMAIN_ONLY = ("eval_negatives",)
 # options of properties/overall.yaml that decide only which files a run writes or what it reports
 # besides, not what it trains or selects: left out of the hashed YAML, so adding one keeps every stored run
 OUTPUT_ONLY = ("save_last_checkpoint", "eval_test_every_epoch")
@@ -125,6 +131,8 @@ def fingerprint(model, dataset, settings, work_dir=None):
     data_files = {k: settings.pop(k) for k in DATA_FILE_OPTIONS if k in settings}
     dataset_values = parsed_yaml(os.path.join("properties", "dataset", f"{settings.pop('dataset', dataset)}.yaml"))
     cross_domain = bool(dataset_values and dataset_values.get("domain_field"))
+    if not cross_domain:
+        settings = {k: v for k, v in settings.items() if k not in CROSS_DOMAIN_ONLY}
     with tempfile.TemporaryDirectory(dir=work_dir) as folder:
         write_dataset(folder, cross_domain)
         entry = {

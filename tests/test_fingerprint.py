@@ -108,6 +108,18 @@ def test_row_files_are_hashed_not_read_by_the_synthetic_run():
     assert len({base, with_rows, other_rows}) == 3
 
 
+def test_the_protocol_s_sampled_settings_have_a_fingerprint():
+    """The i2VAE protocol's sampled runs: eval_negative_pool (it reads the row files) is hashed as a
+    value like row_split; on a per-domain file, whose synthetic stand-in is a plain dataset that refuses
+    eval_negatives, that option is left out of the synthetic run."""
+    rows = "row_split={'train': 'raw/a.csv', 'test': 'raw/b.csv'}"
+    sampled = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport", "--set", rows, "eval_negatives=999")
+    pooled = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport", "--set", rows, "eval_negatives=999", "eval_negative_pool=rows")
+    assert sampled != pooled
+    plain = fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport-cloth", "--set", rows)
+    assert fingerprint_of(REPO, "--model=SASRec", "--dataset=cloth-sport-cloth", "--set", rows, "eval_negatives=999") == plain
+
+
 def test_a_failing_synthetic_run_is_an_error():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     out = subprocess.run(
