@@ -236,10 +236,10 @@ def execute_plan(plan, state, *, script, work_dir, temporary, timeout, results_d
             continue
         run_dir = os.path.join(work_dir, *([runs_folder] if runs_folder else []), f"{side}-seed{seed}")
         resuming = resumable is not None and resumable(item, run_dir)
-        stale = os.path.join(run_dir, "result.json")
-        if resuming and os.path.exists(stale):  # the interrupted process's result is not this run's
-            os.remove(stale)
-        elif not resuming:
+        if resuming:  # the interrupted process's result, if it wrote one, is not this run's
+            if os.path.exists(os.path.join(run_dir, "result.json")):
+                os.remove(os.path.join(run_dir, "result.json"))
+        else:
             shutil.rmtree(run_dir, ignore_errors=True)
             os.makedirs(run_dir)
         job = make_job(item, run_dir)

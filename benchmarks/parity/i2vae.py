@@ -1023,15 +1023,16 @@ def main(argv=None):
         "ours": our_runs(),
     }
 
-    def key_of(item):
-        _, patches = patched_sources(their_sources(args.authors_repo), item["seed"])
+    def key_of(item, patches=None):
+        if patches is None:
+            _, patches = patched_sources(their_sources(args.authors_repo), item["seed"])
         return resume_key(item["settings"], psg["train_updated_blob"], patches)
 
     def make_job(item, run_dir):
         seed = item["seed"]
         patches = copy_patched(args.authors_repo, run_dir, seed)
         with open(os.path.join(run_dir, RESUME_KEY_FILE), "w", encoding="utf-8") as handle:
-            handle.write(key_of(item) + "\n")
+            handle.write(key_of(item, patches) + "\n")
         os.makedirs(os.path.join(run_dir, "dataset"), exist_ok=True)
         shutil.copyfile(os.path.join(work_dir, "psg", UPDATED_TRAIN_CSV), os.path.join(run_dir, UPDATED_TRAIN_CSV))
         shutil.copyfile(rows["test"], os.path.join(run_dir, TEST_CSV))

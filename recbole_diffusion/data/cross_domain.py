@@ -67,8 +67,8 @@ def cross_domain_options(config):
     """
     field, single = config["domain_field"], config["dataset_domain"]
     if field is None and single is None:
-        for option in ("eval_negatives", "eval_negative_pool", "row_split"):  # read on a two-domain dataset only
-            if config[option] not in (None, "all" if option == "eval_negative_pool" else None):
+        for option, default in (("eval_negatives", None), ("eval_negative_pool", "all"), ("row_split", None)):  # two-domain only
+            if config[option] not in (None, default):
                 raise ConfigError(f"{option} is an option of a cross-domain dataset (set domain_field or dataset_domain); "
                                   f"this dataset has neither, so {option}={config[option]!r} would be ignored")
         return None
@@ -441,10 +441,10 @@ class CrossDomainSequentialDataset(SequentialDataset):
     def build(self):
         """``[train, valid, test]`` by the split of ``data_augmentation``."""
         self._change_feat_format()
+        phase_items = getattr(self, "_phase_items", None)  # set by the row protocol only
         parts = []
         for part in (TRAIN, VALID, TEST):
             split = self.copy(self.inter_feat[np.flatnonzero(self._phase == part)])
-            phase_items = getattr(self, "_phase_items", None)  # the row protocol's
             split.row_items = None if phase_items is None else phase_items[part] & self.domain_items
             parts.append(split)
         return parts
