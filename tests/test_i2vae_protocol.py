@@ -1,6 +1,8 @@
 """benchmarks/i2vae_protocol.py: the row settings each entry gets, and the table's two selection
 rules (the checkpoint chosen on valid; the authors' maximum over epochs on the test rows)."""
 
+import os
+
 from benchmarks import common as bench
 from benchmarks import i2vae_protocol as protocol
 
@@ -34,3 +36,31 @@ def test_the_table_gives_the_valid_choice_and_the_maximum_over_epochs_on_test():
     assert cells[6] == cells[7] == "0.0600 ± 0.0141"  # max over epochs: 0.05 and 0.07
     empty = next(line for line in lines if line.startswith("| cloth | cold-start | SASRec@cloth |"))
     assert "| 0 | – | – | – | – |" in empty
+
+
+def test_the_authors_settings_reach_i2vae_alone_and_a_folder_of_their_own():
+    entries = [{"label": label, "model": label.split("@")[0]} for label in protocol.ENTRIES]
+    given = [protocol.model_args(label, "authors") for label in protocol.ENTRIES]
+    settings = bench.parse_model_args(given, entries)
+    assert {key: settings["i2VAE"][key] for key in protocol.AUTHORS_SETTINGS} == protocol.AUTHORS_SETTINGS
+    assert settings["i2VAE"]["hidden_size"] == "128" and settings["i2VAE"]["kl_weight"] == "1.0"
+    assert eval(settings["i2VAE"]["row_split"])["test"] == "raw/cloth_sport_test_csu.csv"  # noqa: S307 -- the rows still parse
+    assert not set(protocol.AUTHORS_SETTINGS) & set(settings["SASRec@cloth"])
+    assert protocol.folder_name("sampled_rows", "authors") == "sampled_rows-authors-settings"
+    assert protocol.folder_name("sampled_rows") == "sampled_rows"
+    assert protocol.build_parser().parse_args(["--settings", "authors"]).models is None  # main() picks i2VAE alone
+
+
+def test_the_page_shows_the_authors_settings_table_only_once_run(monkeypatch, tmp_path):
+    stored = {
+        "sampled_rows": {("i2VAE", 1): run(0.02, [0.02]), ("SASRec@cloth", 1): run(0.01, [0.01])},
+        "sampled_rows-authors-settings": {("i2VAE", 1): run(0.005, [0.006])},
+    }
+    monkeypatch.setattr(protocol.board, "stored_runs", lambda folder, dataset: stored.get(os.path.basename(folder), {}))
+    monkeypatch.setattr(protocol, "PAGE", str(tmp_path / "page.md"))
+    protocol.render()
+    page = (tmp_path / "page.md").read_text(encoding="utf-8")
+    assert page.count("i2VAE at the authors' settings") == 1  # sampled_rows only: the others have no such runs
+    section = page.split("i2VAE at the authors' settings")[1]
+    assert "| cloth | cold-start | i2VAE | 1 | 0.0050 | 0.0050 | 0.0060 | 0.0060 |" in section
+    assert "| cloth | cold-start | SASRec@cloth | 1 | 0.0100 |" in section  # the default folder's SASRec beside it

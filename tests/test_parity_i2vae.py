@@ -454,6 +454,13 @@ def test_our_runs_on_the_same_rows_join_the_section_in_their_columns():
     assert cloth_cold[4:11] == ["11", "0.4000", "0.4000", "–", "0.2000", "0.2000", "–"]
     assert cloth_cold[11:] == ["3", "5.00", "–", "50.0", "ok"]
     assert rows[-1][1] == "2021" and rows[-1][-1] == "failed"
+    assert "--settings authors" not in text  # said only once such a run is stored
+    ours["sampled_rows-authors-settings"] = {2020: dict(ours["sampled_rows"][2020], test_results_per_epoch=[epoch(0.02)])}
+    text = i2vae.render_section(state)
+    assert "--settings authors" in text and "`kl_weight: 1.0`" in text
+    theirs = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+              if line.startswith("| our `i2VAE`, their pool and settings |")]
+    assert len(theirs) == 6 and theirs[0][5] == "0.0200"
     # a smoke run on a sample of the rows: our runs (every row) are not beside it
     state["view"] = dict(state["view"], rows=300)
     text = i2vae.render_section(state)

@@ -915,8 +915,9 @@ def render_section(state):
     return "\n".join(lines)
 
 
-# our runs' rankings (benchmarks/i2vae_protocol.py --ranking R) shown beside theirs, and their rows' title
-OUR_RANKINGS = {"sampled": "our `i2VAE`", "sampled_rows": "our `i2VAE`, their pool"}
+# our runs' folders (benchmarks/i2vae_protocol.py --ranking R [--settings authors]) shown beside theirs, and their rows' title
+OUR_RANKINGS = {"sampled": "our `i2VAE`", "sampled_rows": "our `i2VAE`, their pool",
+                "sampled_rows-authors-settings": "our `i2VAE`, their pool and settings"}
 
 
 def our_runs():
@@ -947,7 +948,17 @@ def ours_line(ours, rows=None):
             "pool*, `--ranking sampled_rows`, dataset option `eval_negative_pool: rows`); theirs draws anew at every test, from "
             "the test file's items less the row's own list. *max* and *last* as theirs (last: the epoch training stopped at); "
             "the checkpoint chosen on valid is in `benchmarks/results/i2vae-protocol.md`. Its long-tailed group is 1 to 3 "
-            "target-domain items, cold-start excluded (theirs includes them); no MRR.")
+            "target-domain items, cold-start excluded (theirs includes them); no MRR."
+            + (" *Their pool and settings*: `--ranking sampled_rows --settings authors`, i2VAE at their settings where the YAML "
+               "and the benchmarks' protocol depart from them (" + ", ".join(f"`{k}: {v}`" for k, v in protocol_settings().items())
+               + "), the same budget as ours." if ours.get("sampled_rows-authors-settings") else ""))
+
+
+def protocol_settings():
+    """The settings ``benchmarks/i2vae_protocol.py --settings authors`` gives i2VAE."""
+    from benchmarks import i2vae_protocol as protocol
+
+    return protocol.AUTHORS_SETTINGS
 
 
 def failed_row(title, seed, record):
