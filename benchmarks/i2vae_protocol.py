@@ -6,6 +6,7 @@ validation part drawn from the train rows, and the test rows' metrics per domain
     python benchmarks/i2vae_protocol.py --data_path=DATA --seeds 2020 2021 2022 2023 2024
     python benchmarks/i2vae_protocol.py --data_path=DATA --seeds 2020 --ranking sampled
     python benchmarks/i2vae_protocol.py --data_path=DATA --seeds 2020 --ranking sampled_rows --settings authors
+    python benchmarks/i2vae_protocol.py --data_path=DATA --seeds 2020 --ranking sampled_rows --popularity
     python benchmarks/i2vae_protocol.py --render          # the table from the stored runs only
 
 Each (model, seed) is a leaderboard run (``benchmarks/leaderboard.py``: stored per run, resumable
@@ -25,6 +26,13 @@ disentangling term, which their code lacks, and 100 epochs of the pseudo-sequenc
 the authors' code is run beside it), stored apart, under ``<ranking>-authors-settings/``; the
 budget stays the leaderboard's (up to 50 epochs, early stopping), where theirs is 100 epochs.
 
+``--popularity`` adds the floor, most-popular, and trains nothing: every test row of a domain ranks
+the domain's items by how often each is the target of that domain's training rows (the train part,
+not the validation part), the same for every row, scored by the same evaluation as SASRec of that
+domain and seed (the same sampled negatives: they are drawn from the seed and the batch). RecBole's
+``Pop`` is a general model, which the row protocol does not serve. Stored per seed under
+``<ranking>/popularity/``.
+
 The table (``benchmarks/results/i2vae-protocol.md``) gives, per model, domain and group, test HR@10
 and NDCG@10 (mean ± std over seeds) of the checkpoint chosen on the validation rows, and beside it
 the authors' selection rule, labelled: for each metric its maximum over the epochs **on the test
@@ -32,6 +40,7 @@ rows** (what their code reports), which shows how much that rule inflates the fi
 """
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -53,7 +62,8 @@ RANKING_TITLES = {
 ROWS = {"train": "raw/cloth_sport_train.csv", "test": "raw/cloth_sport_test_csu.csv"}
 # label -> (its dataset's folder relative to the two-domain one, its rows' domain_id or None)
 ENTRIES = {"i2VAE": ("", None), "SASRec@cloth": ("../cloth-sport/", 0), "SASRec@sport": ("../cloth-sport/", 1)}
-DOMAINS = {"cloth": ("i2VAE", "SASRec@cloth"), "sport": ("i2VAE", "SASRec@sport")}
+POPULARITY = "most-popular"  # the floor's label (--popularity)
+DOMAINS = {"cloth": ("i2VAE", "SASRec@cloth", POPULARITY), "sport": ("i2VAE", "SASRec@sport", POPULARITY)}
 GROUPS = ("all", "cold-start", "long-tailed")
 METRICS = ("hit@10", "ndcg@10")
 # i2VAE at the authors' settings where this plugin's defaults (and the benchmarks' CPU width) depart from
@@ -65,14 +75,19 @@ SETTINGS_TITLES = {"ours": "", "authors": ", i2VAE at the authors' settings (`--
 PAPER = "+5.95% HR@10 for cold-start users and +5.00% for long-tailed users over the second-best method"
 
 
-def row_split(label):
-    """The entry's settings: its rows, and one training sample per train row (prefix samples; the
-    leaderboard's SASRec otherwise trains whole sequences)."""
+def rows_of(label):
+    """The entry's ``row_split`` value: its dataset's paths to the rows, and its domain's id."""
     prefix, domain_id = ENTRIES[label]
     value = {part: prefix + path for part, path in ROWS.items()}
     if domain_id is not None:
         value["domain_id"] = domain_id
-    return f"row_split={value!r},train_mode=prefix"
+    return value
+
+
+def row_split(label):
+    """The entry's settings: its rows, and one training sample per train row (prefix samples; the
+    leaderboard's SASRec otherwise trains whole sequences)."""
+    return f"row_split={rows_of(label)!r},train_mode=prefix"
 
 
 def build_parser():
@@ -85,6 +100,7 @@ def build_parser():
                         help="ours (default: the model's YAML at the benchmarks' protocol) or authors (i2VAE alone at the authors' settings)")
     parser.add_argument("--models", nargs="+", choices=list(ENTRIES), default=None,
                         help="labels to run (default: all three; i2VAE alone with --settings authors)")
+    parser.add_argument("--popularity", action="store_true", help="store the most-popular floor of the seeds (no training)")
     parser.add_argument("--render", action="store_true", help="only write the table from the stored runs")
     return parser
 
@@ -113,6 +129,87 @@ def run(args):
     return subprocess.run(command, cwd=REPO).returncode
 
 
+def popularity_file(ranking, seed):
+    return os.path.join(PROTOCOL_DIR, ranking, "popularity", f"seed{seed}.json")
+
+
+def popularity_counts(train_data):
+    """Per item id, how often it is the target of a training sample (the train part's rows; the
+    padding id scores -inf)."""
+    import torch
+
+    dataset = train_data._dataset
+    counts = torch.bincount(dataset.inter_feat[dataset.iid_field], minlength=dataset.item_num).float()
+    counts[0] = float("-inf")
+    return counts
+
+
+def popularity_result(config, train_data, test_data):
+    """The Trainer's evaluation of ``test_data`` (its candidates, negatives and groups), every row
+    scored by ``popularity_counts``: ``(result, rows)``, rows as the Trainer's ``last_eval_rows``."""
+    import torch
+
+    from recbole_diffusion.trainer import Trainer
+
+    class Popularity(torch.nn.Module):
+        """The same scores, the training targets' counts, for every row."""
+
+        def __init__(self, counts):
+            super().__init__()
+            self.register_buffer("counts", counts)
+            self.unused = torch.nn.Parameter(torch.zeros(1))  # the Trainer builds an optimizer; nothing trains
+
+        def full_sort_predict(self, interaction):
+            return self.counts.unsqueeze(0).repeat(len(interaction), 1)
+
+    trainer = Trainer(config, Popularity(popularity_counts(train_data)))
+    trainer.eval_collector.data_collect(train_data)
+    result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    return result, trainer.last_eval_rows
+
+
+def popularity_record(data_path, ranking, seed):
+    """Most-popular on the protocol's rows (``--popularity``): per domain, the split of its SASRec entry
+    (the same rows, validation part, evaluation and seed) scored by ``popularity_result``. A record in
+    the runs' shape: ``status``, ``test_result``."""
+    import time
+
+    from benchmarks.parity.common import build_split
+
+    start, test_result = time.perf_counter(), {}
+    for domain, labels in DOMAINS.items():
+        config_dict = {"data_path": data_path, "row_split": rows_of(labels[1]), "train_mode": "prefix", "seed": seed,
+                       "show_progress": False, **{key: int(value) if value.isdigit() else value for key, value in RANKINGS[ranking].items()}}
+        config, train_data, _, test_data = build_split("SASRec", f"{DATASET}-{domain}", config_dict)
+        result, _ = popularity_result(config, train_data, test_data)
+        test_result.update({key: float(value) for key, value in result.items() if f"({domain}," in key})
+    return {"status": "ok", "label": POPULARITY, "seed": seed, "ranking": ranking, "test_result": test_result,
+            "test_results_per_epoch": [], "process_seconds": time.perf_counter() - start}
+
+
+def store_popularity(args):
+    for seed in args.seeds:
+        record = popularity_record(args.data_path, args.ranking, seed)
+        path = popularity_file(args.ranking, seed)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1)
+        os.replace(path + ".tmp", path)  # nothing half-written
+        print(f"{POPULARITY} seed {seed}: stored ({os.path.relpath(path, REPO)})")
+
+
+def popularity_runs(ranking):
+    """{(POPULARITY, seed): record} of the ranking's stored floor."""
+    folder = os.path.dirname(popularity_file(ranking, 0))
+    runs = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith("seed") and name.endswith(".json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as handle:
+                record = json.load(handle)
+            runs[(POPULARITY, record["seed"])] = record
+    return runs
+
+
 def mean_std(values):
     if not values:
         return "–"
@@ -137,6 +234,8 @@ def table(runs):
         for group in GROUPS:
             for label in labels:
                 ok = [run for (lab, _), run in sorted(runs.items()) if lab == label and run.get("status") == "ok"]
+                if label == POPULARITY and not ok:
+                    continue  # the floor is shown once stored
                 key = f"{{}} ({domain}, {group})"
                 cells = [mean_std([run["test_result"][key.format(m)] for run in ok if key.format(m) in run["test_result"]]) for m in METRICS]
                 best = [mean_std([v for v in (max_over_epochs(run, key.format(m)) for run in ok) if v is not None]) for m in METRICS]
@@ -152,8 +251,11 @@ def render():
         "the checkpoint chosen on valid NDCG@10 (up to 50 epochs, patience 5, the leaderboard's budget); SASRec@cloth and "
         "SASRec@sport see their domain's rows only. Test metrics per target domain and user group; the last two columns "
         "are the authors' selection rule, each metric's maximum over the epochs on the **test** rows, for comparison "
-        f"only. The paper reports, on this data, {PAPER}. Written by `python benchmarks/i2vae_protocol.py --render`; "
-        "runs with `--data_path=DATA --seeds S ... [--ranking sampled|sampled_rows]`.", "",
+        "only. most-popular is the floor: every test row of a domain ranks its items by how often each is the target "
+        "of the domain's training rows (nothing trains, no epochs; `--popularity`), under the same evaluation and "
+        f"negatives as SASRec of that seed. The paper reports, on this data, {PAPER}. Written by "
+        "`python benchmarks/i2vae_protocol.py --render`; runs with `--data_path=DATA --seeds S ... "
+        "[--ranking sampled|sampled_rows] [--settings authors] [--popularity]`.", "",
     ]
     for ranking, what in RANKING_TITLES.items():
         for settings, title in SETTINGS_TITLES.items():
@@ -166,6 +268,8 @@ def render():
                     f"`{key}: {value}`" for key, value in AUTHORS_SETTINGS.items()) + ".", ""]
                 runs = {**{key: run for key, run in board.stored_runs(os.path.join(PROTOCOL_DIR, ranking), DATASET).items()
                            if key[0] != "i2VAE"}, **runs}
+            if settings == "ours" and runs:
+                runs = {**runs, **popularity_runs(ranking)}
             lines += (table(runs) if runs else ["Not run yet."]) + [""]
     with open(PAGE, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines).rstrip("\n") + "\n")
@@ -179,7 +283,9 @@ def main(argv=None):
     if not args.render:
         if not args.data_path:
             raise SystemExit("error: give --data_path (or --render)")
-        if run(args) != 0:
+        if args.popularity:
+            store_popularity(args)
+        elif run(args) != 0:
             print("a leaderboard run failed (see its output above)", file=sys.stderr)
     render()
     return 0

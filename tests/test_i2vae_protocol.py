@@ -1,7 +1,11 @@
-"""benchmarks/i2vae_protocol.py: the row settings each entry gets, and the table's two selection
-rules (the checkpoint chosen on valid; the authors' maximum over epochs on the test rows)."""
+"""benchmarks/i2vae_protocol.py: the row settings each entry gets (and i2VAE's at the authors'
+settings), the table's two selection rules (the checkpoint chosen on valid; the authors' maximum
+over epochs on the test rows), and the most-popular floor's counts and ranks."""
 
+import collections
 import os
+
+from test_cross_domain_rows import prepare_rows, split_samples, write_row_dataset
 
 from benchmarks import common as bench
 from benchmarks import i2vae_protocol as protocol
@@ -64,3 +68,27 @@ def test_the_page_shows_the_authors_settings_table_only_once_run(monkeypatch, tm
     section = page.split("i2VAE at the authors' settings")[1]
     assert "| cloth | cold-start | i2VAE | 1 | 0.0050 | 0.0050 | 0.0060 | 0.0060 |" in section
     assert "| cloth | cold-start | SASRec@cloth | 1 | 0.0100 |" in section  # the default folder's SASRec beside it
+
+
+def test_the_popularity_floor_counts_the_train_parts_targets_only(tmp_path, in_tmp_dir):
+    config, dataset, train, valid, test = prepare_rows(write_row_dataset(tmp_path))
+    parts = split_samples((config, dataset, train, valid, test))
+    counts = protocol.popularity_counts(train)
+    ids = dataset.field2token_id["item_id"]
+    expected = collections.Counter(ids[str(sample[0])] for sample in parts["train"].values())
+    assert counts[0] == float("-inf")
+    assert {item: int(counts[item]) for item in expected} == dict(expected)
+    assert counts[1:].sum() == len(parts["train"])  # no valid or test target counted
+    held_out = {ids[str(s[0])] for part in ("valid", "test") for s in parts[part].values()} - set(expected)
+    assert held_out and all(counts[item] == 0 for item in held_out)
+    result, rows = protocol.popularity_result(config, train, test)
+    assert {"hit@10 (cloth, cold-start)", "ndcg@10 (sport, all)"} <= set(result)
+    # each row ranks its domain's items by the counts: its target's rank lies between 1 + the items
+    # counted more often than the target and 1 + those counted at least as often (ties)
+    ranks = {(int(user), dataset.domain_display_names.index(domain)): int(rank)
+             for user, domain, rank in zip(rows["user"], rows["domain"], rows["rank"])}
+    assert set(ranks) == set(parts["test"])
+    for (user, domain), sample in parts["test"].items():
+        target = ids[str(sample[0])]
+        others = counts[[i for i in range(1, dataset.item_num) if dataset.domain_items[domain][i] and i != target]]
+        assert 1 + int((others > counts[target]).sum()) <= ranks[(user, domain)] <= 1 + int((others >= counts[target]).sum())
