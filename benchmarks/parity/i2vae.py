@@ -917,7 +917,8 @@ def render_section(state):
 
 # our runs' folders (benchmarks/i2vae_protocol.py --ranking R [--settings authors]) shown beside theirs, and their rows' title
 OUR_RANKINGS = {"sampled": "our `i2VAE`", "sampled_rows": "our `i2VAE`, their pool",
-                "sampled_rows-authors-settings": "our `i2VAE`, their pool and settings"}
+                "sampled_rows-authors-settings": "our `i2VAE`, their pool and settings",
+                "sampled_rows-popularity": "most-popular, their pool"}
 
 
 def our_runs():
@@ -927,8 +928,11 @@ def our_runs():
 
     ours = {}
     for ranking in OUR_RANKINGS:
-        runs = protocol.board.stored_runs(os.path.join(protocol.PROTOCOL_DIR, ranking), protocol.DATASET)
-        ours[ranking] = {seed: run for (label, seed), run in sorted(runs.items()) if label == "i2VAE"}
+        if ranking.endswith("-popularity"):  # the floor of benchmarks/i2vae_protocol.py --popularity
+            runs = protocol.popularity_runs(ranking.removesuffix("-popularity"))
+        else:
+            runs = protocol.board.stored_runs(os.path.join(protocol.PROTOCOL_DIR, ranking), protocol.DATASET)
+        ours[ranking] = {seed: run for (label, seed), run in sorted(runs.items()) if label in ("i2VAE", protocol.POPULARITY)}
     return ours
 
 
@@ -951,7 +955,10 @@ def ours_line(ours, rows=None):
             "target-domain items, cold-start excluded (theirs includes them); no MRR."
             + (" *Their pool and settings*: `--ranking sampled_rows --settings authors`, i2VAE at their settings where the YAML "
                "and the benchmarks' protocol depart from them (" + ", ".join(f"`{k}: {v}`" for k, v in protocol_settings().items())
-               + "), the same budget as ours." if ours.get("sampled_rows-authors-settings") else ""))
+               + "), the same budget as ours." if ours.get("sampled_rows-authors-settings") else "")
+            + (" *most-popular, their pool*: the floor, `--ranking sampled_rows --popularity`: every test row of a domain ranks "
+               "its items by how often each is the target of the domain's training rows, under the same evaluation; it "
+               "trains nothing, so its one result is its max and its last." if ours.get("sampled_rows-popularity") else ""))
 
 
 def protocol_settings():
@@ -976,24 +983,23 @@ def ours_rows(ours):
 
 
 def ranking_rows(title, runs):
-    from benchmarks.i2vae_protocol import max_over_epochs
-
     lines = []
     for seed, run in runs.items():
         if run.get("status") != "ok":
             lines.append(failed_row(title, seed, run))
             continue
-        epochs = run.get("test_results_per_epoch") or []
+        # a run without epochs (most-popular, which trains nothing) has one result: its max and its last
+        epochs = run.get("test_results_per_epoch") or [run["test_result"]]
         train_s = mean_std(run.get("epoch_seconds") or [])[0]
         for _, domain in DOMAINS:
             for _, group in GROUPS:
                 key = f"{{}} ({domain}, {group})"
-                maximum = {m: max_over_epochs(run, key.format(m)) for m in TABLE_METRICS}
-                last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS} if epochs else {}
+                maximum = {m: max((e[key.format(m)] for e in epochs if key.format(m) in e), default=None) for m in TABLE_METRICS}
+                last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS}
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
                     title, str(seed), domain, group, "–" if count is None else str(int(count)),
-                    *metric_cells(maximum), *metric_cells(last), str(run.get("epochs_run", len(epochs))), bench.fmt_seconds(train_s), "–",
+                    *metric_cells(maximum), *metric_cells(last), str(run.get("epochs_run", len(run.get("test_results_per_epoch") or []) or "–")), bench.fmt_seconds(train_s), "–",
                     bench.fmt_seconds(run.get("process_seconds")), "ok",
                 ]) + " |")
     return lines
