@@ -278,12 +278,17 @@ def render():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.popularity and (args.settings != "ours" or args.models is not None):
+        raise SystemExit("error: --popularity trains no model: give it without --settings and --models")
     if args.models is None:
         args.models = ["i2VAE"] if args.settings == "authors" else list(ENTRIES)
     if not args.render:
         if not args.data_path:
             raise SystemExit("error: give --data_path (or --render)")
         if args.popularity:
+            missing = [name for name in (f"{DATASET}-{domain}" for domain in DOMAINS) if not os.path.isdir(os.path.join(args.data_path, name))]
+            if missing:
+                raise SystemExit(f"error: --data_path {args.data_path} has no {' or '.join(missing)} folder (the per-domain files)")
             store_popularity(args)
         elif run(args) != 0:
             print("a leaderboard run failed (see its output above)", file=sys.stderr)

@@ -5,6 +5,8 @@ over epochs on the test rows), and the most-popular floor's counts and ranks."""
 import collections
 import os
 
+import pytest
+
 from test_cross_domain_rows import prepare_rows, split_samples, write_row_dataset
 
 from benchmarks import common as bench
@@ -92,3 +94,13 @@ def test_the_popularity_floor_counts_the_train_parts_targets_only(tmp_path, in_t
         target = ids[str(sample[0])]
         others = counts[[i for i in range(1, dataset.item_num) if dataset.domain_items[domain][i] and i != target]]
         assert 1 + int((others > counts[target]).sum()) <= ranks[(user, domain)] <= 1 + int((others >= counts[target]).sum())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data_path", "x", "--popularity", "--settings", "authors"], "--popularity trains no model"),
+    (["--data_path", "x", "--popularity", "--models", "i2VAE"], "--popularity trains no model"),
+    (["--data_path", "no-such-folder", "--popularity"], "has no cloth-sport-cloth or cloth-sport-sport folder"),
+])
+def test_the_popularity_floor_refuses_what_it_would_ignore(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        protocol.main(argv)
