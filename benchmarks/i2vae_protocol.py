@@ -29,9 +29,11 @@ budget stays the leaderboard's (up to 50 epochs, early stopping), where theirs i
 ``--popularity`` adds the floor, most-popular, and trains nothing: every test row of a domain ranks
 the domain's items by how often each is the target of that domain's training rows (the train part,
 not the validation part), the same for every row, scored by the same evaluation as SASRec of that
-domain and seed (the same sampled negatives: they are drawn from the seed and the batch). RecBole's
-``Pop`` is a general model, which the row protocol does not serve. Stored per seed under
-``<ranking>/popularity/``.
+domain and seed (the same sampled negatives: they are drawn from the seed and each batch's position,
+with the dataset's ``eval_batch_size`` and order on both routes; the record stores them). Counts tie
+more often than a trained model's scores: ties are broken as RecBole's ``torch.topk`` breaks them,
+for the floor as for every model. RecBole's ``Pop`` is a general model, which the row protocol does
+not serve. Stored per seed under ``<ranking>/popularity/``.
 
 The table (``benchmarks/results/i2vae-protocol.md``) gives, per model, domain and group, test HR@10
 and NDCG@10 (mean ± std over seeds) of the checkpoint chosen on the validation rows, and beside it
@@ -176,15 +178,19 @@ def popularity_record(data_path, ranking, seed):
 
     from benchmarks.parity.common import build_split
 
-    start, test_result = time.perf_counter(), {}
+    start, test_result, settings = time.perf_counter(), {}, {}
     for domain, labels in DOMAINS.items():
         config_dict = {"data_path": data_path, "row_split": rows_of(labels[1]), "train_mode": "prefix", "seed": seed,
                        "show_progress": False, **{key: int(value) if value.isdigit() else value for key, value in RANKINGS[ranking].items()}}
         config, train_data, _, test_data = build_split("SASRec", f"{DATASET}-{domain}", config_dict)
         result, _ = popularity_result(config, train_data, test_data)
         test_result.update({key: float(value) for key, value in result.items() if f"({domain}," in key})
+        # what the negatives and the split depend on, to tell a stale record from a current one
+        settings[domain] = {key: config[key] for key in ("eval_batch_size", "MAX_ITEM_LIST_LENGTH", "row_split", "seed",
+                                                         *RANKINGS[ranking])}
     return {"status": "ok", "label": POPULARITY, "seed": seed, "ranking": ranking, "test_result": test_result,
-            "test_results_per_epoch": [], "process_seconds": time.perf_counter() - start}
+            "test_results_per_epoch": [], "settings": settings, "data_path": board.bench.shown_data_path(data_path), "machine": board.bench.machine_info(),
+            "process_seconds": time.perf_counter() - start}
 
 
 def store_popularity(args):
@@ -279,7 +285,7 @@ def render():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.popularity and (args.settings != "ours" or args.models is not None):
-        raise SystemExit("error: --popularity trains no model: give it without --settings and --models")
+        raise SystemExit("error: --popularity trains no model: give it without --settings authors and --models")
     if args.models is None:
         args.models = ["i2VAE"] if args.settings == "authors" else list(ENTRIES)
     if not args.render:

@@ -462,12 +462,18 @@ def test_our_runs_on_the_same_rows_join_the_section_in_their_columns():
               if line.startswith("| our `i2VAE`, their pool and settings |")]
     assert len(theirs) == 6 and theirs[0][5] == "0.0200"
     assert "| most-popular" not in text and "--popularity" not in text
-    ours["sampled_rows-popularity"] = {2020: {"status": "ok", "seed": 2020, "test_result": {**test_result, **epoch(0.07)},
+    ours["sampled_rows-popularity"] = {2020: {"status": "ok", "seed": 2020, "label": "most-popular", "test_result": {**test_result, **epoch(0.07)},
                                               "test_results_per_epoch": [], "process_seconds": 9.0}}
     text = i2vae.render_section(state)
     floor = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| most-popular, their pool |")]
     assert len(floor) == 6 and "--popularity" in text
     assert floor[0][4:11] == ["11", "0.0700", "0.0700", "–", "0.0700", "0.0700", "–"] and floor[0][11] == "–"  # no epochs: one result
+    # a model's run without per-epoch results shows none (its valid-chosen result is not an epoch's)
+    ours["sampled_rows-authors-settings"][2020]["test_results_per_epoch"] = []
+    text = i2vae.render_section(state)
+    theirs = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+              if line.startswith("| our `i2VAE`, their pool and settings |")]
+    assert theirs[0][5:11] == ["–"] * 6
     # a smoke run on a sample of the rows: our runs (every row) are not beside it
     state["view"] = dict(state["view"], rows=300)
     text = i2vae.render_section(state)

@@ -983,19 +983,22 @@ def ours_rows(ours):
 
 
 def ranking_rows(title, runs):
+    from benchmarks.i2vae_protocol import POPULARITY
+
     lines = []
     for seed, run in runs.items():
         if run.get("status") != "ok":
             lines.append(failed_row(title, seed, run))
             continue
-        # a run without epochs (most-popular, which trains nothing) has one result: its max and its last
-        epochs = run.get("test_results_per_epoch") or [run["test_result"]]
+        epochs = run.get("test_results_per_epoch") or []
+        if not epochs and run.get("label") == POPULARITY:  # it trains nothing: its one result is its max and its last
+            epochs = [run["test_result"]]
         train_s = mean_std(run.get("epoch_seconds") or [])[0]
         for _, domain in DOMAINS:
             for _, group in GROUPS:
                 key = f"{{}} ({domain}, {group})"
                 maximum = {m: max((e[key.format(m)] for e in epochs if key.format(m) in e), default=None) for m in TABLE_METRICS}
-                last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS}
+                last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS} if epochs else {}
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
                     title, str(seed), domain, group, "–" if count is None else str(int(count)),
