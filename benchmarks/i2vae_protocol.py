@@ -131,8 +131,12 @@ def run(args):
     return subprocess.run(command, cwd=REPO).returncode
 
 
+def popularity_folder(ranking):
+    return os.path.join(PROTOCOL_DIR, ranking, "popularity")
+
+
 def popularity_file(ranking, seed):
-    return os.path.join(PROTOCOL_DIR, ranking, "popularity", f"seed{seed}.json")
+    return os.path.join(popularity_folder(ranking), f"seed{seed}.json")
 
 
 def popularity_counts(train_data):
@@ -181,7 +185,7 @@ def popularity_record(data_path, ranking, seed):
     start, test_result, settings = time.perf_counter(), {}, {}
     for domain, labels in DOMAINS.items():
         config_dict = {"data_path": data_path, "row_split": rows_of(labels[1]), "train_mode": "prefix", "seed": seed,
-                       "show_progress": False, **{key: int(value) if value.isdigit() else value for key, value in RANKINGS[ranking].items()}}
+                       "show_progress": False, **RANKINGS[ranking]}  # strings, as the leaderboard gives them: RecBole's Config converts
         config, train_data, _, test_data = build_split("SASRec", f"{DATASET}-{domain}", config_dict)
         result, _ = popularity_result(config, train_data, test_data)
         test_result.update({key: float(value) for key, value in result.items() if f"({domain}," in key})
@@ -198,15 +202,13 @@ def store_popularity(args):
         record = popularity_record(args.data_path, args.ranking, seed)
         path = popularity_file(args.ranking, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1)
-        os.replace(path + ".tmp", path)  # nothing half-written
+        board.bench.atomic_write(path, json.dumps(record, indent=1))  # nothing half-written
         print(f"{POPULARITY} seed {seed}: stored ({os.path.relpath(path, REPO)})")
 
 
 def popularity_runs(ranking):
     """{(POPULARITY, seed): record} of the ranking's stored floor."""
-    folder = os.path.dirname(popularity_file(ranking, 0))
+    folder = popularity_folder(ranking)
     runs = {}
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         if name.startswith("seed") and name.endswith(".json"):
@@ -224,9 +226,9 @@ def mean_std(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def max_over_epochs(run, key):
-    """The authors' number: the metric's maximum over the epochs' test evaluations."""
-    per_epoch = run.get("test_results_per_epoch") or []
+def max_over_epochs(per_epoch, key):
+    """The authors' number: the metric's maximum over the epochs' test evaluations ``per_epoch`` (a
+    run's ``test_results_per_epoch``); None without one."""
     values = [result[key] for result in per_epoch if key in result]
     return max(values) if values else None
 
@@ -244,7 +246,7 @@ def table(runs):
                     continue  # the floor is shown once stored
                 key = f"{{}} ({domain}, {group})"
                 cells = [mean_std([run["test_result"][key.format(m)] for run in ok if key.format(m) in run["test_result"]]) for m in METRICS]
-                best = [mean_std([v for v in (max_over_epochs(run, key.format(m)) for run in ok) if v is not None]) for m in METRICS]
+                best = [mean_std([v for v in (max_over_epochs(run.get("test_results_per_epoch") or [], key.format(m)) for run in ok) if v is not None]) for m in METRICS]
                 lines.append(f"| {domain} | {group} | {label} | {len(ok)} | {' | '.join(cells)} | {' | '.join(best)} |")
     return lines
 
@@ -264,16 +266,16 @@ def render():
         "[--ranking sampled|sampled_rows] [--settings authors] [--popularity]`.", "",
     ]
     for ranking, what in RANKING_TITLES.items():
+        default = board.stored_runs(os.path.join(PROTOCOL_DIR, ranking), DATASET)
         for settings, title in SETTINGS_TITLES.items():
-            runs = board.stored_runs(os.path.join(PROTOCOL_DIR, folder_name(ranking, settings)), DATASET)
+            runs = default if settings == "ours" else board.stored_runs(os.path.join(PROTOCOL_DIR, folder_name(ranking, settings)), DATASET)
             if settings != "ours" and not runs:
                 continue  # shown once run
             lines += [f"## {what.capitalize()}{title}", ""]
             if settings != "ours":
                 lines += ["SASRec@cloth and SASRec@sport: the same runs as in the table above. i2VAE: " + ", ".join(
                     f"`{key}: {value}`" for key, value in AUTHORS_SETTINGS.items()) + ".", ""]
-                runs = {**{key: run for key, run in board.stored_runs(os.path.join(PROTOCOL_DIR, ranking), DATASET).items()
-                           if key[0] != "i2VAE"}, **runs}
+                runs = {**{key: run for key, run in default.items() if key[0] != "i2VAE"}, **runs}
             if settings == "ours" and runs:
                 runs = {**runs, **popularity_runs(ranking)}
             lines += (table(runs) if runs else ["Not run yet."]) + [""]

@@ -937,6 +937,8 @@ def our_runs():
 
 
 def ours_line(ours, rows=None):
+    from benchmarks.i2vae_protocol import AUTHORS_SETTINGS
+
     if rows:
         return "- Ours: not shown beside a sample of the rows (this plugin's runs on the same rows use every row)."
     if not any(ours.values()):
@@ -954,18 +956,11 @@ def ours_line(ours, rows=None):
             "the checkpoint chosen on valid is in `benchmarks/results/i2vae-protocol.md`. Its long-tailed group is 1 to 3 "
             "target-domain items, cold-start excluded (theirs includes them); no MRR."
             + (" *Their pool and settings*: `--ranking sampled_rows --settings authors`, i2VAE at their settings where the YAML "
-               "and the benchmarks' protocol depart from them (" + ", ".join(f"`{k}: {v}`" for k, v in protocol_settings().items())
+               "and the benchmarks' protocol depart from them (" + ", ".join(f"`{k}: {v}`" for k, v in AUTHORS_SETTINGS.items())
                + "), the same budget as ours." if ours.get("sampled_rows-authors-settings") else "")
             + (" *most-popular, their pool*: the floor, `--ranking sampled_rows --popularity`: every test row of a domain ranks "
                "its items by how often each is the target of the domain's training rows, under the same evaluation; it "
                "trains nothing, so its one result is its max and its last." if ours.get("sampled_rows-popularity") else ""))
-
-
-def protocol_settings():
-    """The settings ``benchmarks/i2vae_protocol.py --settings authors`` gives i2VAE."""
-    from benchmarks import i2vae_protocol as protocol
-
-    return protocol.AUTHORS_SETTINGS
 
 
 def failed_row(title, seed, record):
@@ -983,7 +978,7 @@ def ours_rows(ours):
 
 
 def ranking_rows(title, runs):
-    from benchmarks.i2vae_protocol import POPULARITY
+    from benchmarks.i2vae_protocol import POPULARITY, max_over_epochs
 
     lines = []
     for seed, run in runs.items():
@@ -991,18 +986,19 @@ def ranking_rows(title, runs):
             lines.append(failed_row(title, seed, run))
             continue
         epochs = run.get("test_results_per_epoch") or []
+        epochs_run = run.get("epochs_run", len(epochs) or "–")
         if not epochs and run.get("label") == POPULARITY:  # it trains nothing: its one result is its max and its last
             epochs = [run["test_result"]]
         train_s = mean_std(run.get("epoch_seconds") or [])[0]
         for _, domain in DOMAINS:
             for _, group in GROUPS:
                 key = f"{{}} ({domain}, {group})"
-                maximum = {m: max((e[key.format(m)] for e in epochs if key.format(m) in e), default=None) for m in TABLE_METRICS}
+                maximum = {m: max_over_epochs(epochs, key.format(m)) for m in TABLE_METRICS}
                 last = {m: epochs[-1].get(key.format(m)) for m in TABLE_METRICS} if epochs else {}
                 count = run["test_result"].get(key.format("users"))
                 lines.append("| " + " | ".join([
                     title, str(seed), domain, group, "–" if count is None else str(int(count)),
-                    *metric_cells(maximum), *metric_cells(last), str(run.get("epochs_run", len(run.get("test_results_per_epoch") or []) or "–")), bench.fmt_seconds(train_s), "–",
+                    *metric_cells(maximum), *metric_cells(last), str(epochs_run), bench.fmt_seconds(train_s), "–",
                     bench.fmt_seconds(run.get("process_seconds")), "ok",
                 ]) + " |")
     return lines
