@@ -101,6 +101,6 @@ def test_the_popularity_floor_counts_the_train_parts_targets_only(tmp_path, in_t
     (["--data_path", "x", "--popularity", "--models", "i2VAE"], "--popularity trains no model"),
     (["--data_path", "no-such-folder", "--popularity"], "has no cloth-sport-cloth or cloth-sport-sport folder"),
 ])
-def test_the_popularity_floor_refuses_what_it_would_ignore(tmp_path, argv, message):
+def test_the_popularity_floor_refuses_what_it_would_ignore(argv, message):
     with pytest.raises(SystemExit, match=message):
         protocol.main(argv)
