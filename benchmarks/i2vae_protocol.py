@@ -279,8 +279,7 @@ def render():
             if settings == "ours" and runs:
                 runs = {**runs, **popularity_runs(ranking)}
             lines += (table(runs) if runs else ["Not run yet."]) + [""]
-    with open(PAGE, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines).rstrip("\n") + "\n")
+    board.bench.atomic_write(PAGE, "\n".join(lines).rstrip("\n") + "\n")
     print("\n".join(lines))
 
 
